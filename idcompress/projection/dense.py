@@ -43,8 +43,8 @@ class DenseProjection(Projection):
         self.matrix = self._rows(0, D) if d * D <= cache_max_entries else None
 
     def _rows(self, r0: int, r1: int) -> torch.Tensor:
-        w = rng.arange_bits(self._key, r0 * self.d, (r1 - r0) * self.d, self.device)
-        return (rng.to_normal(w) * self._scale).view(r1 - r0, self.d)
+        z = rng._generate(self._key, r0 * self.d, (r1 - r0) * self.d, self.device, torch.float32, rng.to_normal)
+        return (z * self._scale).view(r1 - r0, self.d)
 
     def _chunks(self):
         rows = max(1, _CHUNK_ENTRIES // self.d)

@@ -77,10 +77,21 @@ def bits(key: tuple[int, int], index: torch.Tensor) -> torch.Tensor:
     return _fmix32(x ^ key[1] ^ hi)
 
 
+_CHUNK = 1 << 16  # cache-sized pieces: the hash is ~40 elementwise int64 ops
+
+
+def _generate(key, start: int, count: int, device, dtype: torch.dtype, convert) -> torch.Tensor:
+    out = torch.empty(count, dtype=dtype, device=device)
+    for a in range(0, count, _CHUNK):
+        b = min(count, a + _CHUNK)
+        idx = torch.arange(start + a, start + b, dtype=torch.int64, device=device)
+        out[a:b] = convert(bits(key, idx))
+    return out
+
+
 def arange_bits(key: tuple[int, int], start: int, count: int, device=None) -> torch.Tensor:
     """``bits`` for the counters ``start, …, start+count−1``."""
-    idx = torch.arange(start, start + count, dtype=torch.int64, device=device)
-    return bits(key, idx)
+    return _generate(key, start, count, device, torch.int64, lambda w: w)
 
 
 def to_uniform(w: torch.Tensor) -> torch.Tensor:
@@ -100,15 +111,18 @@ def to_rademacher(w: torch.Tensor) -> torch.Tensor:
 
 
 def uniform(seed: int, stream: str, count: int, start: int = 0, device=None) -> torch.Tensor:
-    return to_uniform(arange_bits(stream_key(seed, stream), start, count, device))
+    """``count`` float32 uniforms in (0, 1) from counters ``start…``."""
+    return _generate(stream_key(seed, stream), start, count, device, torch.float32, to_uniform)
 
 
 def normal(seed: int, stream: str, count: int, start: int = 0, device=None) -> torch.Tensor:
-    return to_normal(arange_bits(stream_key(seed, stream), start, count, device))
+    """``count`` float32 approximate standard normals from counters ``start…``."""
+    return _generate(stream_key(seed, stream), start, count, device, torch.float32, to_normal)
 
 
 def rademacher(seed: int, stream: str, count: int, start: int = 0, device=None) -> torch.Tensor:
-    return to_rademacher(arange_bits(stream_key(seed, stream), start, count, device))
+    """``count`` float32 ±1 from counters ``start…``."""
+    return _generate(stream_key(seed, stream), start, count, device, torch.float32, to_rademacher)
 
 
 def permute_bits(x: torch.Tensor, nbits: int, round_keys: torch.Tensor) -> torch.Tensor:

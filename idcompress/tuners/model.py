@@ -1,0 +1,201 @@
+"""``IntrinsicModel``: a model whose only trainable numbers are ``theta_d`` (and SAID's ``said_lambda``).
+
+How it works: the tuned parameters are taken out of their modules and their values copied into
+one flat buffer ``theta0`` (length ``D``). Each forward composes, per tensor ``t`` of the layout,
+``θ_t = θ₀_t + λ_t · (P θ_d)_t`` (λ ≡ 1 for DID) in float32, casts it to the tensor's dtype, and
+sets it as a plain attribute of the owning module(s); then the base model runs unchanged. The
+gradient reaches ``theta_d`` as ``Pᵀ ∇θ`` through the projection's custom backward. Between
+forwards the modules keep the last composed tensors (so gradient checkpointing recomputes with the
+same weights); under ``torch.no_grad`` the composition is cached until ``theta_d`` changes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..projection import Projection, make_projection
+from .config import IntrinsicConfig
+from .init import init_new_params, init_std_for, resolve_new_params
+from .layout import Layout, build_layout, flat_dtype
+
+
+class IntrinsicModel(nn.Module):
+    """Wraps ``model`` (modified in place, like PEFT) so that θ = θ₀ + P·θ_d."""
+
+    def __init__(self, model: nn.Module, config: IntrinsicConfig) -> None:
+        super().__init__()
+        if isinstance(model, IntrinsicModel):
+            raise ValueError("model is already an IntrinsicModel")
+        config = copy.deepcopy(config)
+        config.validate()
+        layout = build_layout(model, config.include, config.exclude)
+        D, m = layout.D, layout.m
+        if config.is_said and config.d <= m:
+            raise ValueError(
+                f"projection='said' learns one scale per tuned tensor, so it needs d > m = {m} "
+                f"(the number of tuned tensors), got d={config.d}; raise d or use projection='fastfood'"
+            )
+        d_proj = config.d - m if config.is_said else config.d
+        if d_proj > D:
+            raise ValueError(f"d={config.d} is larger than D={D}, the number of tuned parameters")
+        if config.D is not None and config.D != D:
+            raise ValueError(f"config.D={config.D} but the model's layout has D={D}")
+        # built before anything of size D is allocated, so a refused size costs nothing
+        projection = make_projection(config.projection_kind, d_proj, D, config.seed)
+
+        new_names = resolve_new_params(model, config.init_new)
+        init_new_params(model, new_names, config.seed, init_std_for(model, config.init_std))
+        config.init_new = new_names
+        config.D, config.num_tensors, config.layout_digest = D, m, layout.digest()
+
+        first = next(iter(layout.entries))
+        device = first.owners[0][0]._parameters[first.owners[0][1]].device
+        theta0 = torch.empty(D, dtype=flat_dtype(layout), device=device)
+        self._requires_grad = {}
+        with torch.no_grad():
+            for e in layout.entries:
+                mod, attr = e.owners[0]
+                theta0[e.offset : e.offset + e.numel].copy_(mod._parameters[attr].reshape(-1))
+        for e in layout.entries:
+            mod, attr = e.owners[0]
+            self._requires_grad[e.name] = mod._parameters[attr].requires_grad
+            for mod, attr in e.owners:
+                del mod._parameters[attr]
+        for name, p in model.named_parameters():
+            self._requires_grad[name] = p.requires_grad
+            p.requires_grad_(False)
+
+        self.base_model = model
+        self.intrinsic_config = config
+        self.layout: Layout = layout
+        self.projection: Projection = projection.to(device)
+        self.register_buffer("theta0", theta0, persistent=False)
+        self.theta_d = nn.Parameter(torch.zeros(d_proj, device=device))
+        if config.is_said:
+            self.said_lambda = nn.Parameter(torch.ones(m, device=device))
+        else:
+            self.said_lambda = None
+        self._cache_key = None
+        self._install(self._theta0_views())
+        # DDP: never broadcast or all-reduce the frozen θ₀ or the frozen base tensors
+        self._ddp_params_and_buffers_to_ignore = ["theta0"] + [
+            f"base_model.{n}" for n, _ in model.named_parameters()
+        ]
+
+    # -- composition ------------------------------------------------------------------------------
+    def _tensor_dtype(self, e) -> torch.dtype:
+        return e.dtype if len({x.dtype for x in self.layout.entries}) > 1 else self.theta0.dtype
+
+    def _theta0_views(self) -> list[torch.Tensor]:
+        parts = self.theta0.split(self.layout.sizes)
+        return [p.view(e.shape).to(self._tensor_dtype(e)) for p, e in zip(parts, self.layout.entries)]
+
+    def compose(self) -> list[torch.Tensor]:
+        """θ₀ + λ·Pθ_d for every tensor of the layout (differentiable in ``theta_d``/``said_lambda``)."""
+        delta = self.projection.apply(self.theta_d)
+        parts = delta.split(self.layout.sizes)
+        base = self.theta0.split(self.layout.sizes)
+        lam = self.said_lambda
+        out = []
+        for i, e in enumerate(self.layout.entries):
+            b = base[i] if base[i].dtype == torch.float32 else base[i].float()
+            t = b + parts[i] if lam is None else torch.addcmul(b, parts[i], lam[i].float())
+            out.append(t.view(e.shape).to(self._tensor_dtype(e)))
+        return out
+
+    def _install(self, tensors: list[torch.Tensor]) -> None:
+        for e, t in zip(self.layout.entries, tensors):
+            for mod, attr in e.owners:
+                mod.__dict__[attr] = t
+
+    def _refresh(self) -> None:
+        lam = self.said_lambda
+        key = (self.theta_d._version, None if lam is None else lam._version, self.theta_d.device)
+        if not torch.is_grad_enabled():
+            if self._cache_key == key:
+                return
+            self._install(self.compose())
+            self._cache_key = key
+        else:
+            self._install(self.compose())
+            self._cache_key = None
+
+    def forward(self, *args, **kwargs):
+        """Same arguments and outputs as the base model's forward."""
+        self._refresh()
+        return self.base_model(*args, **kwargs)
+
+    # -- nn.Module plumbing -----------------------------------------------------------------------
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if "projection" in self.__dict__:
+            self.projection.to(self.theta0.device)
+            self._cache_key = None
+            self._install(self._theta0_views())
+        return self
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("base_model", "_modules", "_parameters", "_buffers"):
+                raise
+            return getattr(self._modules["base_model"], name)
+
+    # -- PEFT-like API ----------------------------------------------------------------------------
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable numbers, all numbers incl. θ₀ and the frozen rest of the base)."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in self.base_model.parameters())
+        return trainable, trainable + frozen + self.layout.D
+
+    def print_trainable_parameters(self) -> None:
+        t, a = self.get_nb_trainable_parameters()
+        print(
+            f"trainable params: {t:,} || all params: {a:,} || trainable%: {100 * t / a:.4f} "
+            f"|| D (tuned through P): {self.layout.D:,} in {self.layout.m} tensors"
+        )
+
+    def _restore_parameters(self, tensors: list[torch.Tensor]) -> nn.Module:
+        for e, t in zip(self.layout.entries, tensors):
+            p = nn.Parameter(t.detach().clone(), requires_grad=self._requires_grad.get(e.name, True))
+            for mod, attr in e.owners:
+                mod.__dict__.pop(attr, None)
+                mod._parameters[attr] = p
+        model = self.base_model
+        for name, p in model.named_parameters():
+            p.requires_grad_(self._requires_grad.get(name, True))
+        return model
+
+    @torch.no_grad()
+    def merge_and_unload(self) -> nn.Module:
+        """The base model (its own class) with θ₀ + λ·Pθ_d written into its parameters.
+
+        The wrapper must not be used afterwards.
+        """
+        model = self._restore_parameters(self.compose())
+        self._unloaded()
+        return model
+
+    @torch.no_grad()
+    def unload(self) -> nn.Module:
+        """The base model with θ₀ back in place (the tuning discarded)."""
+        model = self._restore_parameters(self._theta0_views())
+        self._unloaded()
+        return model
+
+    def _unloaded(self) -> None:
+        del self._modules["base_model"]
+        self._cache_key = None
+
+    def extra_repr(self) -> str:
+        c = self.intrinsic_config
+        return f"projection={c.projection}, d={c.d}, D={self.layout.D}, m={self.layout.m}, seed={c.seed}"
+
+
+def get_intrinsic_model(model: nn.Module, config: IntrinsicConfig) -> IntrinsicModel:
+    """Wrap ``model`` so that its only trainable numbers are a ``config.d``-dimensional vector."""
+    return IntrinsicModel(model, config)

@@ -1,0 +1,187 @@
+"""The adapter: exactness at init, merge, trainability, devices/dtypes, bad input."""
+
+import copy
+
+import pytest
+import torch
+from conftest import tiny_bert
+from torch import nn
+
+from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
+from idcompress.tuners.init import init_new_params, resolve_new_params
+
+SENTENCES = ["a wonderful, moving film", "a dull, lifeless mess", "great acting", "boring and far too long"]
+
+
+def _batch(tok):
+    return tok(SENTENCES, return_tensors="pt", padding=True)
+
+
+def _mlp(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return m
+
+
+@pytest.mark.parametrize("projection", ["said", "fastfood", "dense", "sparse"])
+def test_only_the_vector_trains_and_init_is_exact(projection):
+    base = tiny_bert()
+    ref = copy.deepcopy(base)
+    model = get_intrinsic_model(base, IntrinsicConfig(d=200, projection=projection, init_new=None))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == ({"theta_d", "said_lambda"} if projection == "said" else {"theta_d"})
+    assert model.theta_d.numel() == (200 - model.layout.m if projection == "said" else 200)
+    x = torch.randint(0, 100, (3, 7))
+    ref.eval(), model.eval()
+    assert torch.equal(model(input_ids=x).logits, ref(input_ids=x).logits)
+
+
+def test_minilm_exact_at_zero_and_merge(minilm_classifier, minilm_tokenizer):
+    ref = copy.deepcopy(minilm_classifier)
+    names = resolve_new_params(ref, "auto")
+    assert names == ["classifier.weight", "classifier.bias"]
+    init_new_params(ref, names, seed=0, std=ref.config.initializer_range)
+    model = get_intrinsic_model(minilm_classifier, IntrinsicConfig(d=1000, projection="said", seed=0))
+    assert model.intrinsic_config.init_new == names
+    batch = _batch(minilm_tokenizer)
+    ref.eval(), model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, ref(**batch).logits)
+        g = torch.Generator().manual_seed(0)
+        model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
+        model.said_lambda.copy_(1 + 0.5 * torch.randn(model.said_lambda.shape, generator=g))
+        tuned = model(**batch).logits
+    assert not torch.allclose(tuned, ref(**batch).logits, atol=1e-4)
+    merged = model.merge_and_unload()
+    assert type(merged).__name__ == "BertForSequenceClassification"
+    assert all(isinstance(p, nn.Parameter) for p in merged.parameters())
+    merged.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, tuned, rtol=1e-5, atol=1e-5)
+
+
+def test_minilm_said_training_smoke(minilm_classifier, minilm_tokenizer):
+    pos = ["a wonderful, moving film", "great acting and a clever script", "I loved every minute of it",
+           "a delightful surprise", "beautifully shot and deeply felt", "funny, warm and smart"]
+    neg = ["a dull, lifeless mess", "boring and far too long", "I hated every minute of it",
+           "a tedious waste of time", "clumsy writing and flat acting", "painfully unfunny"]
+    batch = minilm_tokenizer(pos + neg, return_tensors="pt", padding=True)
+    labels = torch.tensor([1] * 6 + [0] * 6)
+    model = get_intrinsic_model(minilm_classifier, IntrinsicConfig(d=500, projection="said", seed=0))
+    theta0 = model.theta0.clone()
+    frozen = {n: p.detach().clone() for n, p in model.base_model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.2, weight_decay=0.0)
+    model.train()
+    losses = []
+    for _ in range(20):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert min(losses[-3:]) < 0.6 * losses[0], losses
+    assert torch.equal(model.theta0, theta0)  # θ₀ bit-unchanged
+    assert all(torch.equal(p, frozen[n]) for n, p in model.base_model.named_parameters())
+    assert model.theta_d.abs().sum() > 0 and not torch.equal(model.said_lambda, torch.ones_like(model.said_lambda))
+
+
+def test_plain_module_and_gradient_flow():
+    base = _mlp()
+    ref = copy.deepcopy(base)
+    model = get_intrinsic_model(base, IntrinsicConfig(d=20, projection="dense", seed=1))
+    x = torch.randn(5, 8)
+    assert torch.equal(model(x), ref(x))
+    model(x).pow(2).sum().backward()
+    assert model.theta_d.grad is not None and model.theta_d.grad.abs().sum() > 0
+    # the gradient is Pᵀ ∇θ: compare with autograd through the materialised matrix
+    P = model.projection.materialize()
+    flat = torch.cat([p.reshape(-1) for p in ref.parameters()]).detach().requires_grad_(True)
+    sizes = [p.numel() for p in ref.parameters()]
+    params = {n: t.view(p.shape) for (n, p), t in zip(ref.named_parameters(), flat.split(sizes))}
+    torch.func.functional_call(ref, params, (x,)).pow(2).sum().backward()
+    torch.testing.assert_close(model.theta_d.grad, P.T @ flat.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_dtype_and_device_moves():
+    base = _mlp().to(torch.bfloat16)
+    model = get_intrinsic_model(base, IntrinsicConfig(d=30, projection="fastfood"))
+    assert model.theta0.dtype == torch.bfloat16 and model.theta_d.dtype == torch.float32
+    x = torch.randn(4, 8, dtype=torch.bfloat16)
+    model(x).float().sum().backward()
+    assert model.theta_d.grad.dtype == torch.float32 and model.theta_d.grad.abs().sum() > 0
+    model = model.to("cpu").to(torch.float64)
+    with torch.no_grad():
+        model.theta_d.fill_(0.1)
+        out = model(x.double())
+    assert out.dtype == torch.float64
+    assert model.base_model[0].weight.dtype == torch.float64
+
+
+def test_no_grad_cache_follows_updates():
+    model = get_intrinsic_model(_mlp(), IntrinsicConfig(d=10, projection="sparse"))
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        a = model(x)
+        model.theta_d.add_(1.0)
+        b = model(x)
+    assert not torch.allclose(a, b)
+
+
+def test_tied_weights_are_tuned_once():
+    emb = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight
+    base = nn.Sequential(emb, head)
+    model = get_intrinsic_model(base, IntrinsicConfig(d=8, projection="dense", init_new=None))
+    assert model.layout.D == 40 and model.layout.m == 1
+    with torch.no_grad():
+        model.theta_d.fill_(0.3)
+        model(torch.tensor([1, 2]))
+    assert base[0].weight is base[1].weight
+    merged = model.merge_and_unload()
+    assert merged[0].weight is merged[1].weight
+
+
+def test_trainable_count_printed(capsys):
+    model = get_intrinsic_model(_mlp(), IntrinsicConfig(d=40, projection="said"))
+    model.print_trainable_parameters()
+    out = capsys.readouterr().out
+    assert "trainable params: 40 " in out and "D (tuned through P): 195" in out
+    assert "theta0" in model._ddp_params_and_buffers_to_ignore
+    assert isinstance(model, IntrinsicModel)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"d": 0}, "d must be a positive integer, got d=0"),
+        ({"d": 10, "projection": "fourier"}, "projection='fourier' is unknown"),
+        ({"d": 3, "projection": "said"}, r"needs d > m = 4 .* got d=3"),
+        ({"d": 500, "projection": "fastfood"}, "d=500 is larger than D=195"),
+        ({"d": 10, "include": ["nothing.*"]}, "select no floating-point parameter"),
+        ({"d": 10, "include": ["0.*", "missing.*"]}, "include pattern 'missing.*' matches no"),
+        ({"d": 10, "seed": -1}, "seed must be a non-negative integer"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        get_intrinsic_model(_mlp(), IntrinsicConfig(**kwargs))
+
+
+def test_non_float_selection_is_refused():
+    m = _mlp()
+    m.register_parameter("steps", nn.Parameter(torch.zeros(3, dtype=torch.long), requires_grad=False))
+    with pytest.raises(ValueError, match="only floating-point tensors can be tuned"):
+        get_intrinsic_model(m, IntrinsicConfig(d=5, include=["steps", "0.*"]))
+    # by default non-float parameters are simply not tuned
+    assert get_intrinsic_model(m, IntrinsicConfig(d=5, projection="dense")).layout.m == 4
+
+
+def test_huge_dense_refused_before_allocation():
+    big = nn.Linear(4096, 4096)
+    with pytest.raises(ValueError, match="use projection='fastfood'"):
+        get_intrinsic_model(big, IntrinsicConfig(d=50_000, projection="dense"))
+    assert isinstance(big._parameters["weight"], nn.Parameter)  # untouched
