@@ -43,6 +43,8 @@ class IntrinsicConfig:
     base_model_name_or_path: str | None = None
     revision: str | None = None
     label_names: list[str] | None = None
+    num_labels: int | None = None
+    problem_type: str | None = None
     # --- filled in when the adapter is built -----------------------------------------------
     D: int | None = None
     num_tensors: int | None = None
@@ -84,10 +86,17 @@ class IntrinsicConfig:
             raise ValueError(
                 f"IntrinsicConfig.vector_dtype={self.vector_dtype!r} is unknown; choose one of {list(VECTOR_DTYPES)}"
             )
-        for name in ("D", "num_tensors"):
+        for name in ("D", "num_tensors", "num_labels"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
                 raise ValueError(f"IntrinsicConfig.{name} must be a positive integer, got {v!r}")
+        for name in ("task_type", "base_model_name_or_path", "revision", "problem_type",
+                     "layout_digest", "base_fingerprint", "rng", "peft_type", "idcompress_version"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"IntrinsicConfig.{name} must be a string, got {v!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"IntrinsicConfig.extra must be an object, got {self.extra!r}")
         if self.label_names is not None and not (
             isinstance(self.label_names, list) and all(isinstance(x, str) for x in self.label_names)
         ):

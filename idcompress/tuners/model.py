@@ -191,6 +191,46 @@ class IntrinsicModel(nn.Module):
         del self._modules["base_model"]
         self._cache_key = None
 
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, single_file: bool = False, overwrite: bool = False, **_):
+        """Write the tiny checkpoint (a PEFT-layout directory, or one ``*.idc.safetensors``)."""
+        from ..checkpoint.format import save_intrinsic_model
+
+        return save_intrinsic_model(self, save_directory, single_file=single_file, overwrite=overwrite)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id,
+        base_model: nn.Module | None = None,
+        revision: str | None = None,
+        allow_fingerprint_mismatch: bool = False,
+        device=None,
+        **model_kwargs,
+    ) -> IntrinsicModel:
+        """Rebuild a tuned model from a checkpoint directory, ``*.idc.safetensors`` or hub repo id.
+
+        Without ``base_model`` the base is resolved from the checkpoint (packaged short name,
+        local folder or hub id + ``revision``); P and new heads are regenerated from the seed;
+        a base with another fingerprint is refused unless ``allow_fingerprint_mismatch``.
+        """
+        from ..checkpoint.format import load_intrinsic_model
+        from ..checkpoint.hub import checkpoint_in_folder, resolve_checkpoint
+
+        path = resolve_checkpoint(path_or_id, revision=revision)
+        if path.is_dir():
+            path = checkpoint_in_folder(path)
+        return load_intrinsic_model(
+            path, base_model=base_model, allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+            device=device, **model_kwargs,
+        )
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload the checkpoint to the Hugging Face Hub (see ``checkpoint.hub.push_to_hub``)."""
+        from ..checkpoint.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
     def extra_repr(self) -> str:
         c = self.intrinsic_config
         return f"projection={c.projection}, d={c.d}, D={self.layout.D}, m={self.layout.m}, seed={c.seed}"

@@ -1,0 +1,5 @@
+import sys
+
+from idcompress.cli.main import main
+
+sys.exit(main())
