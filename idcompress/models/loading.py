@@ -25,7 +25,13 @@ AUTO_CLASSES = {
 }
 
 Loader = Callable[..., nn.Module]
-_LOADERS: dict[str, Loader] = {}
+_LOADERS: dict[str, Loader] = {}  # filled below
+
+
+def _efficientnet_lite0(num_labels: int | None = None, **kw) -> nn.Module:
+    from .efficientnet_lite import load_efficientnet_lite0
+
+    return load_efficientnet_lite0(num_classes=num_labels or 1000, **kw)
 
 
 def register_loader(short_name: str, loader: Loader) -> None:
@@ -76,3 +82,6 @@ def _mismatched(info) -> list[str]:
     for item in info.get("mismatched_keys", ()) or ():
         out.append(item[0] if isinstance(item, (tuple, list)) else item)
     return out
+
+
+register_loader("efficientnet-lite0", _efficientnet_lite0)
