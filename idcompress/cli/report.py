@@ -1,0 +1,70 @@
+"""``idcompress report CKPT``: representation geometry of a tuned model, base vs tuned, per layer."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="geometry report (RankMe, alpha-ReQ, TwoNN, MLE, CKA…) of a checkpoint, base vs tuned",
+        description="Collect hidden states of the base (θ_d = 0) and the tuned model on the same inputs and "
+        "write geometry.json, report.md and PNG plots; print a compact table.",
+    )
+    p.add_argument("checkpoint", help="checkpoint directory, *.idc.safetensors file or hub repo id")
+    p.add_argument("--task", default="builtin/movie-sentiment", help="task whose eval texts are used (default: %(default)s)")
+    p.add_argument("--validation-file", default=None, help="local file of texts (with the task's columns)")
+    p.add_argument("--text-columns", default=None, help="comma-separated text columns of --validation-file")
+    p.add_argument("--n", type=int, default=2000, help="number of inputs (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per input (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128, help="inputs per forward (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output directory (default: <checkpoint>-geometry)")
+    p.add_argument("--measure-results", default=None, help="results.json of `idcompress measure`, to state d90")
+    p.add_argument("--force", action="store_true", help="load even if the base fingerprint differs")
+    p.set_defaults(func=run)
+
+
+def _bytes(path: Path) -> int | None:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return path.stat().st_size if path.exists() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from ..geometry import format_table
+    from ..geometry.pipeline import (
+        checkpoint_facts,
+        d90_from_results,
+        intrinsic_report,
+        texts_for_task,
+    )
+    from ..models import resolve_model_name
+    from ..tuners import IntrinsicModel
+
+    if args.n < 2:
+        raise ValueError(f"--n must be at least 2, got {args.n}")
+    t0 = time.perf_counter()
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt.with_name(ckpt.name.removesuffix(".idc.safetensors") + "-geometry")
+    d90 = d90_from_results(args.measure_results) if args.measure_results else None
+    model = IntrinsicModel.from_pretrained(args.checkpoint, allow_fingerprint_mismatch=args.force)
+    cfg = model.intrinsic_config
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(cfg.base_model_name_or_path))
+    data_kwargs = {}
+    if args.validation_file:
+        # only the eval split is read; the file stands in for the train split the loader expects
+        data_kwargs.update(train_file=args.validation_file, validation_file=args.validation_file)
+    if args.text_columns:
+        data_kwargs["text_columns"] = args.text_columns.split(",")
+    texts = texts_for_task(args.task, args.n, **data_kwargs)
+    facts = checkpoint_facts(model, _bytes(ckpt), d90)
+    result = intrinsic_report(model, tokenizer, texts, out, facts=facts, batch_size=args.batch_size,
+                              max_length=args.max_length)
+    print(format_table(result))
+    print(f"\nwrote {out}/geometry.json, report.md and plots for {len(texts)} inputs in {time.perf_counter() - t0:.1f} s")
+    return 0

@@ -1,0 +1,86 @@
+"""The geometry report of a tuned model: base vs tuned hidden states on the same inputs.
+
+The base representation is the tuned model itself with ``theta_d = 0`` (and SAID's scales at
+one), i.e. θ₀ exactly, so only one model is held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .collect import collect_hidden_states, tokenize_texts
+from .report import geometry_report
+
+
+def checkpoint_facts(model, checkpoint_bytes: int | None = None, d90: Any = None) -> dict[str, Any]:
+    """d, D, tensors, projection, compression ratio and MDL bits of an ``IntrinsicModel``."""
+    cfg = model.intrinsic_config
+    bits = {"float32": 32, "float16": 16, "bfloat16": 16}[cfg.vector_dtype]
+    stored = cfg.d  # theta_d plus, for SAID, the m scales
+    facts: dict[str, Any] = {
+        "d": cfg.d,
+        "D": model.layout.D,
+        "tensors": model.layout.m,
+        "projection": cfg.projection,
+        "seed": cfg.seed,
+        "base": cfg.base_model_name_or_path,
+        "mdl_bits": stored * bits,
+    }
+    if checkpoint_bytes:
+        facts["checkpoint_bytes"] = checkpoint_bytes
+        facts["compression_ratio"] = round(model.layout.D * 4 / checkpoint_bytes, 1)
+    if d90 is not None:
+        facts["d90"] = d90
+    return facts
+
+
+def d90_from_results(path: str | os.PathLike) -> Any:
+    """The d90 entries of a ``results.json`` written by ``idcompress measure``."""
+    data = json.loads(Path(path).read_text())
+    if "d90" in data:
+        return data["d90"]
+    out = {}
+    for name, block in (data.get("projections") or {}).items():
+        if isinstance(block, dict) and "d90" in block:
+            out[name] = block["d90"]
+    if not out:
+        raise ValueError(f"{path}: no d90 found (is it a results.json of idcompress measure?)")
+    return out
+
+
+def texts_for_task(task: str, n: int, split: str | None = None, **data_kwargs) -> list[str]:
+    """Up to ``n`` input texts of a task's eval split (sentence pairs joined by ' [SEP] ')."""
+    from ..data import load_task_data
+
+    spec, dsets = load_task_data(task, max_eval_samples=n, **data_kwargs)
+    split = split or spec.eval_splits[0]
+    if split not in dsets:
+        raise ValueError(f"task {task!r} has no split {split!r} (splits: {sorted(dsets)})")
+    ds = dsets[split]
+    cols = [ds[f] for f in spec.text_fields]
+    return [" [SEP] ".join(parts) for parts in zip(*cols)][:n]
+
+
+@torch.no_grad()
+def intrinsic_report(model, tokenizer, texts: list[str], out_dir: str | os.PathLike, facts: dict | None = None,
+                     batch_size: int = 128, max_length: int = 128, progress: bool = True) -> dict[str, Any]:
+    """Collect base (θ_d = 0) and tuned hidden states of ``model`` on ``texts``; write the report."""
+    batches = tokenize_texts(tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    theta = model.theta_d.detach().clone()
+    lam = None if model.said_lambda is None else model.said_lambda.detach().clone()
+    try:
+        model.theta_d.zero_()
+        if lam is not None:
+            model.said_lambda.fill_(1.0)
+        base = collect_hidden_states(model, batches, progress=progress, desc="base hidden states")
+    finally:
+        model.theta_d.copy_(theta)
+        if lam is not None:
+            model.said_lambda.copy_(lam)
+    tuned = collect_hidden_states(model, batches, progress=progress, desc="tuned hidden states")
+    return geometry_report(base, tuned, out_dir, facts=facts, progress=progress)
