@@ -4,6 +4,7 @@
 shared as seed + vector. See ``IntrinsicConfig`` and ``get_intrinsic_model``.
 """
 
+from .checkpoint import peft_compat as _peft_compat  # noqa: F401  (registers peft_type "INTRINSIC" with PEFT)
 from .tuners import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
 from .version import __version__
 

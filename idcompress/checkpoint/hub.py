@@ -2,7 +2,9 @@
 
 ``resolve_checkpoint`` turns a local path or a hub repo id (+ revision) into a local path: a
 local directory or file wins; otherwise the repo is fetched with ``snapshot_download`` (only
-the checkpoint files). ``push_to_hub`` saves to a temporary directory and uploads it.
+the checkpoint files; from the cache alone when ``HF_HUB_OFFLINE=1``). Hub failures become
+``FileNotFoundError``/``ValueError`` naming the path or repo. ``push_to_hub`` validates the repo
+id, saves to a temporary directory and uploads it.
 """
 
 from __future__ import annotations
@@ -28,27 +30,63 @@ def checkpoint_in_folder(folder: Path) -> Path:
     raise FileNotFoundError(f"{folder}: missing {CONFIG_NAME} (and no *{SINGLE_FILE_SUFFIX} file)")
 
 
+def _check_repo_id(repo_id: str, what: str, need_owner: bool = True) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str) or repo_id.count("/") > 1 or (need_owner and repo_id.count("/") != 1):
+        form = "'owner/name'" if need_owner else "'owner/name' or 'name'"
+        raise ValueError(f"{what}: {repo_id!r} is not a hub repo id of the form {form}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ValueError(f"{what}: {repo_id!r} is not a valid hub repo id ({e})") from None
+
+
 def resolve_checkpoint(path_or_id: str | os.PathLike, revision: str | None = None, cache_dir=None) -> Path:
-    """Local path of a checkpoint given a path or a hub repo id."""
+    """Local path of a checkpoint given a path or a hub repo id ``owner/name``."""
     p = Path(path_or_id)
     if p.exists():
         return p
     repo_id = str(path_or_id)
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")) or repo_id.endswith(SINGLE_FILE_SUFFIX):
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")) or repo_id.endswith(SINGLE_FILE_SUFFIX):
         raise FileNotFoundError(f"no checkpoint at {repo_id} (not a local path, nor a hub repo id 'owner/name')")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RevisionNotFoundError,
+    )
 
-    folder = snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_PATTERNS, cache_dir=cache_dir)
+    try:
+        _check_repo_id(repo_id, f"no checkpoint at {repo_id} (not a local path)")
+    except ValueError as e:
+        raise FileNotFoundError(str(e)) from None
+    where = f"hub repo {repo_id!r}" + (f" (revision {revision!r})" if revision else "")
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_PATTERNS, cache_dir=cache_dir)
+    except LocalEntryNotFoundError as e:
+        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        raise FileNotFoundError(
+            f"no checkpoint at {repo_id}: not a local path, and {where} is not in the hub cache "
+            f"{cache_dir or constants.HF_HUB_CACHE} and could not be downloaded{offline}: {e}"
+        ) from None
+    except RevisionNotFoundError:
+        raise ValueError(f"{where}: no such revision") from None
+    except HfHubHTTPError as e:  # repository not found, gated, private, server error
+        raise FileNotFoundError(f"no checkpoint at {repo_id}: not a local path, and {where} failed: {e}") from None
     return checkpoint_in_folder(Path(folder))
 
 
 def push_to_hub(model, repo_id: str, private: bool | None = None, token: str | None = None,
                 commit_message: str = "Upload idcompress checkpoint", single_file: bool = False) -> str:
-    """Upload ``model``'s checkpoint to the hub repo ``repo_id``; returns the commit URL."""
+    """Upload ``model``'s checkpoint to the hub repo ``repo_id`` (``owner/name``, or ``name`` under the
+    token's user); returns the commit URL."""
     from huggingface_hub import HfApi
 
+    _check_repo_id(repo_id, "push_to_hub", need_owner=False)
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    repo_id = getattr(url, "repo_id", None) or repo_id  # "name" becomes "user/name"
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / ("model" + SINGLE_FILE_SUFFIX if single_file else "ckpt")
         model.save_pretrained(target, single_file=single_file)

@@ -206,6 +206,7 @@ class IntrinsicModel(nn.Module):
         revision: str | None = None,
         allow_fingerprint_mismatch: bool = False,
         device=None,
+        cache_dir=None,
         **model_kwargs,
     ) -> IntrinsicModel:
         """Rebuild a tuned model from a checkpoint directory, ``*.idc.safetensors`` or hub repo id.
@@ -217,7 +218,7 @@ class IntrinsicModel(nn.Module):
         from ..checkpoint.format import load_intrinsic_model
         from ..checkpoint.hub import checkpoint_in_folder, resolve_checkpoint
 
-        path = resolve_checkpoint(path_or_id, revision=revision)
+        path = resolve_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir)
         if path.is_dir():
             path = checkpoint_in_folder(path)
         return load_intrinsic_model(

@@ -1,0 +1,116 @@
+"""``idcompress merge CKPT --out DIR``: write the tuned model as a plain transformers folder.
+
+Loads the checkpoint onto its base (``IntrinsicModel.from_pretrained``), merges θ₀ + λ·Pθ_d into
+the weights (``merge_and_unload``) and saves the base's own class with ``save_pretrained``
+(``config.json`` + ``model.safetensors``), plus the base's tokenizer and image processor when
+the base folder (or hub repo) has them, so that ``AutoModelFor….from_pretrained(DIR)`` works
+without idcompress. The folder is written to a temporary sibling and renamed into place; a
+non-empty ``--out`` is refused unless ``--overwrite``. ``--force`` loads onto a base whose
+fingerprint differs from the checkpoint's, with a warning on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "merges.txt")
+IMAGE_PROCESSOR_FILES = ("preprocessor_config.json",)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+
+
+def _save_preprocessing(base: str, revision: str | None, dest: Path) -> list[str]:
+    """Save the base's tokenizer / image processor into ``dest``; the names of what was saved."""
+    import transformers
+
+    local = Path(base).is_dir()
+    saved = []
+    for cls_name, files in (("AutoTokenizer", TOKENIZER_FILES), ("AutoImageProcessor", IMAGE_PROCESSOR_FILES)):
+        if local and not any((Path(base) / f).exists() for f in files):
+            continue
+        try:
+            obj = getattr(transformers, cls_name).from_pretrained(base, revision=revision)
+        except (OSError, ValueError) as e:
+            if local:  # the files are there but do not load: say so rather than ship a half folder
+                raise ValueError(f"base {base}: its {cls_name} files do not load: {e}") from None
+            continue  # a hub base without one
+        obj.save_pretrained(dest)
+        saved.append(cls_name)
+    return saved
+
+
+def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, force: bool = False,
+                     revision: str | None = None) -> dict:
+    """Merge ``checkpoint`` into its base and write a transformers folder at ``out`` (atomic)."""
+    from ..checkpoint.format import _replace
+    from ..models import resolve_model_name
+    from ..tuners.model import IntrinsicModel
+
+    out = Path(out).expanduser()
+    _check_out(out, overwrite)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = IntrinsicModel.from_pretrained(checkpoint, revision=revision, allow_fingerprint_mismatch=force)
+    for w in caught:
+        if "DIFFERENT BASE" in str(w.message):
+            print(f"idcompress merge: WARNING: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    cfg = model.intrinsic_config
+    merged = model.merge_and_unload()
+    if not hasattr(merged, "save_pretrained"):
+        raise ValueError(
+            f"the base {cfg.base_model_name_or_path!r} is a {type(merged).__name__}, not a transformers "
+            "model: merge writes transformers folders only"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp)
+        saved = []
+        if cfg.base_model_name_or_path:
+            base = resolve_model_name(cfg.base_model_name_or_path)
+            saved = _save_preprocessing(base, cfg.revision, tmp)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "model_class": type(merged).__name__, "preprocessing": saved,
+            "files": sorted(p.name for p in out.iterdir())}
+
+
+def run(args: argparse.Namespace) -> int:
+    result = merge_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite, force=args.force,
+                              revision=args.revision)
+    extra = f" + {', '.join(result['preprocessing'])}" if result["preprocessing"] else " (no tokenizer found)"
+    print(f"wrote {result['out']}: {result['model_class']}{extra}; files: {', '.join(result['files'])}")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "merge",
+        help="merge a checkpoint into its base and write a plain transformers folder",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="checkpoint directory, *.idc.safetensors file, or hub repo id owner/name")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must be empty or absent)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--force", action="store_true",
+                   help="load even if the base's fingerprint differs from the checkpoint's (warns)")
+    p.add_argument("--revision", help="hub revision of a repo-id checkpoint")
+    p.set_defaults(func=run)
+    return p

@@ -1,0 +1,166 @@
+"""The Hub: repo ids resolved from a hub cache offline, push_to_hub up to the network call, bad ids."""
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import huggingface_hub
+import pytest
+import torch
+from conftest import tiny_bert
+from huggingface_hub import constants as hub_constants
+
+from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
+from idcompress.checkpoint.hub import push_to_hub, resolve_checkpoint
+from idcompress.models.loading import load_base_model
+
+X = torch.tensor([[1, 5, 7, 9, 2, 0], [1, 3, 3, 8, 2, 0]])
+SHA_MAIN, SHA_V1 = "a" * 40, "b" * 40
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def base_dir(tmp_path) -> Path:
+    path = tmp_path / "base"
+    tiny_bert().bert.save_pretrained(path)
+    return path
+
+
+def tuned(base_dir, seed=0):
+    base = load_base_model(str(base_dir), "SEQ_CLS", num_labels=2)
+    model = get_intrinsic_model(base, IntrinsicConfig(d=300, base_model_name_or_path=str(base_dir),
+                                                      task_type="SEQ_CLS", num_labels=2))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
+    return model.eval()
+
+
+def logits(model):
+    with torch.no_grad():
+        return model.eval()(input_ids=X).logits
+
+
+def add_snapshot(cache: Path, repo_id: str, source: Path, sha: str, ref: str | None = "main") -> Path:
+    """Lay ``source`` (a checkpoint dir or file) out as the hub cache does: snapshots/<sha>, refs/<ref>."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / sha
+    snap.mkdir(parents=True)
+    for f in ([source] if source.is_file() else sorted(source.iterdir())):
+        shutil.copy(f, snap / f.name)
+    if ref:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(sha)
+    return snap
+
+
+def test_repo_id_loads_offline_from_the_cache(base_dir, tmp_path, monkeypatch):
+    main, v1 = tuned(base_dir, seed=0), tuned(base_dir, seed=1)
+    main.save_pretrained(tmp_path / "main")
+    v1.save_pretrained(tmp_path / "v1")
+    cache = tmp_path / "hub"
+    snap = add_snapshot(cache, "owner/name", tmp_path / "main", SHA_MAIN)
+    add_snapshot(cache, "owner/name", tmp_path / "v1", SHA_V1, ref="v1")
+    assert resolve_checkpoint("owner/name", cache_dir=cache) == snap
+    assert resolve_checkpoint("owner/name", revision=SHA_V1, cache_dir=cache).name == SHA_V1
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    assert torch.equal(logits(IntrinsicModel.from_pretrained("owner/name")), logits(main))
+    assert torch.equal(logits(IntrinsicModel.from_pretrained("owner/name", revision="v1")), logits(v1))
+
+
+def test_single_file_checkpoint_in_a_hub_snapshot(base_dir, tmp_path, monkeypatch):
+    model = tuned(base_dir)
+    model.save_pretrained(tmp_path / "model.idc.safetensors", single_file=True)
+    cache = tmp_path / "hub"
+    add_snapshot(cache, "owner/single", tmp_path / "model.idc.safetensors", SHA_MAIN)
+    path = resolve_checkpoint("owner/single", cache_dir=cache)
+    assert path.name == "model.idc.safetensors" and path.is_file()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    assert torch.equal(logits(IntrinsicModel.from_pretrained("owner/single")), logits(model))
+
+
+def test_peft_loads_a_repo_id_from_the_cache(base_dir, tmp_path):
+    pytest.importorskip("peft")
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    import idcompress.checkpoint.peft_compat  # noqa: F401  (registers INTRINSIC with PEFT)
+
+    model = tuned(base_dir)
+    model.save_pretrained(tmp_path / "ckpt")
+    cache = tmp_path / "hub"
+    add_snapshot(cache, "owner/peft", tmp_path / "ckpt", SHA_MAIN)
+    base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=2)
+    pm = PeftModel.from_pretrained(base, "owner/peft", cache_dir=str(cache))
+    assert torch.equal(logits(pm), logits(model))
+
+
+def test_missing_and_bad_repo_ids_are_clear(tmp_path):
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"owner/absent.*not in the hub cache"):
+        resolve_checkpoint("owner/absent", cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match=r"revision 'v9'"):
+        resolve_checkpoint("owner/absent", revision="v9", cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match=r"not a local path, nor a hub repo id 'owner/name'"):
+        resolve_checkpoint("a/b/c", cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match=r"not a local path, nor a hub repo id"):
+        resolve_checkpoint(str(tmp_path / "nothing"), cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match=r"'owner/bad name' is not a valid hub repo id"):
+        resolve_checkpoint("owner/bad name", cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match=r"owner/absent"):
+        IntrinsicModel.from_pretrained("owner/absent")
+
+
+class FakeApi:
+    """Stands in for ``HfApi``: records calls, keeps a copy of the uploaded folder."""
+
+    def __init__(self, store: Path, user: str = "someone"):
+        self.store, self.user, self.calls = store, user, []
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, **kw):
+        self.calls.append(("create_repo", repo_id, private, exist_ok))
+        full = repo_id if "/" in repo_id else f"{self.user}/{repo_id}"
+        return SimpleNamespace(repo_id=full)
+
+    def upload_folder(self, repo_id, folder_path, commit_message=None, **kw):
+        self.calls.append(("upload_folder", repo_id, commit_message))
+        shutil.copytree(folder_path, self.store)
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/123")
+
+
+@pytest.mark.parametrize("single_file", [False, True])
+def test_push_to_hub_uploads_a_loadable_checkpoint(base_dir, tmp_path, monkeypatch, single_file):
+    fake = FakeApi(tmp_path / "uploaded")
+    for name in ("create_repo", "upload_folder"):
+        monkeypatch.setattr(huggingface_hub.HfApi, name, getattr(fake, name))
+    model = tuned(base_dir)
+    url = model.push_to_hub("owner/name", private=True, single_file=single_file)
+    assert url == "https://huggingface.co/owner/name/commit/123"
+    assert fake.calls[0] == ("create_repo", "owner/name", True, True)
+    assert fake.calls[1][:2] == ("upload_folder", "owner/name")
+    files = sorted(p.name for p in (tmp_path / "uploaded").iterdir())
+    if single_file:
+        assert files == ["model.idc.safetensors"]
+    else:
+        assert files == ["adapter_config.json", "adapter_model.safetensors"]
+    reloaded = IntrinsicModel.from_pretrained(tmp_path / "uploaded")
+    assert torch.equal(logits(reloaded), logits(model))
+
+
+def test_push_to_hub_uses_the_created_repo_and_refuses_bad_ids(base_dir, tmp_path, monkeypatch):
+    fake = FakeApi(tmp_path / "uploaded", user="me")
+    for name in ("create_repo", "upload_folder"):
+        monkeypatch.setattr(huggingface_hub.HfApi, name, getattr(fake, name))
+    model = tuned(base_dir)
+    assert push_to_hub(model, "name").endswith("/me/name/commit/123")
+    assert fake.calls[1][1] == "me/name"
+    n = len(fake.calls)
+    for bad in ("a/b/c", "owner/bad name", "owner/-x-"):
+        with pytest.raises(ValueError, match="push_to_hub"):
+            push_to_hub(model, bad)
+    assert len(fake.calls) == n  # refused before any call to the hub
