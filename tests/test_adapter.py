@@ -185,3 +185,31 @@ def test_huge_dense_refused_before_allocation():
     with pytest.raises(ValueError, match="use projection='fastfood'"):
         get_intrinsic_model(big, IntrinsicConfig(d=50_000, projection="dense"))
     assert isinstance(big._parameters["weight"], nn.Parameter)  # untouched
+
+
+@pytest.mark.parametrize("projection", ["said", "fastfood"])
+def test_fused_path_matches_reference(projection):
+    model = get_intrinsic_model(tiny_bert(), IntrinsicConfig(d=300, projection=projection, init_new=None))
+    if not model._fused_ok():
+        pytest.skip("no fused kernel for this projection here (numba missing)")
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
+        if model.said_lambda is not None:
+            model.said_lambda.copy_(1 + 0.3 * torch.randn(model.said_lambda.shape, generator=g))
+    x = torch.randint(0, 100, (4, 9), generator=g)
+    labels = torch.tensor([0, 1, 1, 0])
+    model.eval()
+    results = []
+    for fused in (True, False):
+        model.use_fused = fused
+        model.zero_grad()
+        loss = model(input_ids=x, labels=labels).loss
+        loss.backward()
+        results.append((loss.detach(), model.theta_d.grad.clone(),
+                        None if model.said_lambda is None else model.said_lambda.grad.clone()))
+    (l1, g1, s1), (l2, g2, s2) = results
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
+    if s1 is not None:
+        torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-6)

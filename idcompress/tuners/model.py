@@ -22,6 +22,34 @@ from .init import init_new_params, init_std_for, resolve_new_params
 from .layout import Layout, build_layout, flat_dtype
 
 
+class _FusedCompose(torch.autograd.Function):
+    """θ = θ₀ + λ_seg ⊙ Pθ_d as one flat tensor, through the projection's fused kernels.
+
+    Forward: ``apply_add`` (one sweep reads θ₀ and writes θ). Backward: ``adjoint`` for DID, or
+    ``adjoint_said`` for SAID, which also returns each tensor's ``Σ g·(Pθ_d)`` (λ's gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, theta_d, lam, projection, theta0, offsets):
+        with torch.no_grad():
+            if lam is None:
+                flat = projection.apply_add(theta_d.detach(), theta0)
+            else:
+                flat = projection.apply_add(theta_d.detach(), theta0, offsets, lam.detach())
+        ctx.save_for_backward(theta_d, lam)
+        ctx.projection, ctx.offsets = projection, offsets
+        return flat
+
+    @staticmethod
+    def backward(ctx, g):
+        theta_d, lam = ctx.saved_tensors
+        g = g.to(torch.float32).contiguous()
+        if lam is None:
+            return ctx.projection.adjoint(g), None, None, None, None
+        gx, dots = ctx.projection.adjoint_said(g, theta_d.detach(), ctx.offsets, lam.detach())
+        return gx.to(theta_d.device), dots.to(lam.device, lam.dtype), None, None, None
+
+
 class IntrinsicModel(nn.Module):
     """Wraps ``model`` (modified in place, like PEFT) so that θ = θ₀ + P·θ_d."""
 
@@ -79,6 +107,9 @@ class IntrinsicModel(nn.Module):
         else:
             self.said_lambda = None
         self._cache_key = None
+        sizes = torch.tensor([0, *layout.sizes], dtype=torch.int64)
+        self._seg_offsets = sizes.cumsum(0)
+        self.use_fused = True  # the fused kernels where the projection has them (see _fused_ok)
         self._install(self._theta0_views())
         # DDP: never broadcast or all-reduce the frozen θ₀ or the frozen base tensors
         self._ddp_params_and_buffers_to_ignore = ["theta0"] + [
@@ -93,8 +124,22 @@ class IntrinsicModel(nn.Module):
         parts = self.theta0.split(self.layout.sizes)
         return [p.view(e.shape).to(self._tensor_dtype(e)) for p, e in zip(parts, self.layout.entries)]
 
+    def _fused_ok(self) -> bool:
+        uses = getattr(self.projection, "uses_numba", None)
+        return (
+            self.use_fused
+            and uses is not None
+            and uses()
+            and self.theta0.dtype == torch.float32
+            and self.theta0.device.type == "cpu"
+            and len({e.dtype for e in self.layout.entries}) == 1
+        )
+
     def compose(self) -> list[torch.Tensor]:
         """θ₀ + λ·Pθ_d for every tensor of the layout (differentiable in ``theta_d``/``said_lambda``)."""
+        if self._fused_ok():
+            flat = _FusedCompose.apply(self.theta_d, self.said_lambda, self.projection, self.theta0, self._seg_offsets)
+            return [p.view(e.shape) for p, e in zip(flat.split(self.layout.sizes), self.layout.entries)]
         delta = self.projection.apply(self.theta_d)
         parts = delta.split(self.layout.sizes)
         base = self.theta0.split(self.layout.sizes)
