@@ -14,13 +14,21 @@ Because ``B`` is shared, ``u = H B x`` is computed once; the second transform ru
 blocks of shape ``(chunk, n)``. The adjoint transforms ``y`` block-wise, scatters through ``Π_kᵀ``
 into one length-``n`` accumulator, and finishes with a single transform.
 
-This is the pure-torch reference path (any device). The tables ``π_k`` (int32) and the scaled
-``G_k`` (float32) are cached when they fit in ``cache_max_bytes``, else regenerated per apply.
+Backends (same ``P``; results agree to float32 round-off, not to the bit):
+
+* ``"torch"``: the pure-torch reference path (any device). The tables ``π_k`` (int32) and the
+  scaled ``G_k`` (float32) are cached when they fit in ``cache_max_bytes`` (8 bytes per
+  parameter), else regenerated per apply.
+* ``"numba"``: fused CPU kernels (``fastfood_numba``) that regenerate ``π_k`` and ``G_k`` per
+  block inside the kernel; the only state is ``B``.
+* ``"auto"`` (default): numba while the projection lives on the CPU and numba imports, else torch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from types import ModuleType
 
 import torch
 
@@ -30,6 +38,17 @@ from .fwht import fwht
 
 FASTFOOD_CACHE_MAX_BYTES = 2**30
 _CHUNK_ELEMS = 2**22
+BACKENDS = ("auto", "torch", "numba")
+
+
+@functools.lru_cache(maxsize=1)
+def _numba_kernels() -> ModuleType | None:
+    """The numba kernel module, or None when numba is not installed (imported on first use)."""
+    try:
+        from . import fastfood_numba
+    except ImportError:
+        return None
+    return fastfood_numba
 
 
 def fastfood_shape(d: int, D: int) -> tuple[int, int]:
@@ -43,18 +62,55 @@ class FastfoodProjection(Projection):
     _state_names = ("B", "perm", "gscale")
 
     def __init__(
-        self, d: int, D: int, seed: int = 0, cache_max_bytes: int = FASTFOOD_CACHE_MAX_BYTES
+        self,
+        d: int,
+        D: int,
+        seed: int = 0,
+        cache_max_bytes: int = FASTFOOD_CACHE_MAX_BYTES,
+        backend: str = "auto",
     ) -> None:
         super().__init__(d, D, seed)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is unknown; choose one of {list(BACKENDS)}")
+        if backend == "numba" and _numba_kernels() is None:
+            raise ValueError("backend='numba' needs the numba package (pip install numba)")
+        self.backend = backend
         self.n, self.K = fastfood_shape(d, D)
         self.nbits = self.n.bit_length() - 1
         self._perm_key = rng.stream_key(seed, "fastfood/perm")
         self._g_key = rng.stream_key(seed, "fastfood/G")
+        self._cache_max_bytes = cache_max_bytes
         self.B = rng.rademacher(seed, "fastfood/B", self.n)
         self.perm = self.gscale = None
-        if self.K * self.n * 8 <= cache_max_bytes:
-            self.perm, self.gscale = self._tables(0, self.K, torch.device("cpu"))
-            self.perm = self.perm.to(torch.int32)
+        self._plan = None
+        self._sync_backend()
+
+    # -- backend ----------------------------------------------------------------------------------
+    def uses_numba(self) -> bool:
+        """Whether applies run the numba kernels (CPU only) rather than the torch path."""
+        return self.backend != "torch" and self.device.type == "cpu" and _numba_kernels() is not None
+
+    def _sync_backend(self) -> None:
+        """numba: drop the tables and build the kernel plan; torch: cache the tables if they fit."""
+        if self.uses_numba():
+            self.perm = self.gscale = None
+            ff = _numba_kernels()
+            self._plan = ff.FastfoodPlan(
+                self.d, self.D, self.n, self.K, self._g_key, self._perm_key, self.B.numpy()
+            )
+        else:
+            self._plan = None
+            if self.perm is None and self.K * self.n * 8 <= self._cache_max_bytes:
+                perm, self.gscale = self._tables(0, self.K, self.device)
+                self.perm = perm.to(torch.int32)
+
+    def to(self, device) -> FastfoodProjection:
+        device = torch.device(device)
+        if self.backend == "numba" and device.type != "cpu":
+            raise ValueError(f"backend='numba' runs on the CPU only, got device={device}")
+        super().to(device)
+        self._sync_backend()
+        return self
 
     def _tables(self, k0: int, k1: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``π_k`` (int64, ``(k1−k0, n)``) and ``G_k / √(n‖G_k‖² K)`` (float32) for blocks k0..k1−1."""
@@ -78,6 +134,8 @@ class FastfoodProjection(Projection):
                 yield k0, k1, perm, gs
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_numba():
+            return torch.from_numpy(_numba_kernels().forward(self._plan, _np(x)))
         n, D = self.n, self.D
         xp = torch.zeros(n, dtype=torch.float32, device=x.device)
         xp[: self.d] = x
@@ -90,6 +148,8 @@ class FastfoodProjection(Projection):
         return out
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        if self.uses_numba():
+            return torch.from_numpy(_numba_kernels().adjoint(self._plan, _np(y)))
         n, D = self.n, self.D
         z = torch.zeros(n, dtype=torch.float32, device=y.device)
         for k0, k1, perm, gs in self._block_chunks(y.device):
@@ -100,3 +160,106 @@ class FastfoodProjection(Projection):
             w = fwht(blk.view(k1 - k0, n)) * gs
             z.index_add_(0, perm.reshape(-1), w.reshape(-1))
         return (self.B * fwht(z))[: self.d]
+
+    # -- fused entry points (no autograd) ---------------------------------------------------------
+    def apply_add(
+        self,
+        x: torch.Tensor,
+        theta0_flat: torch.Tensor,
+        seg_offsets=None,
+        seg_scales=None,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``θ₀ + λ_seg ⊙ (P x)``, float32 ``(D,)``, without autograd.
+
+        ``theta0_flat``: ``(D,)``. Optional segments (SAID's per-tensor λ): ``seg_offsets``
+        (``m+1`` ints, ``0 = o_0 ≤ … ≤ o_m = D``) and ``seg_scales`` (``m`` floats); element ``i``
+        with ``o_s ≤ i < o_{s+1}`` is scaled by ``λ_s`` (λ = 1 without segments). ``out``: an
+        optional float32 ``(D,)`` tensor to write into (it may be ``theta0_flat`` itself).
+        """
+        self._check(x, self.d, "x")
+        self._check(theta0_flat, self.D, "theta0_flat")
+        with torch.no_grad():
+            if self.uses_numba():
+                if out is None:
+                    out = torch.empty(self.D, dtype=torch.float32)
+                self._check_out(out)
+                _numba_kernels().forward_add(
+                    self._plan, _np(x), _np(theta0_flat), out.detach().numpy(),
+                    _np_or_none(seg_offsets), _np_or_none(seg_scales),
+                )
+                return out
+            lam = self._scale_vector(seg_offsets, seg_scales)
+            px = self._forward(x.detach().to(self.device, torch.float32))
+            t0 = theta0_flat.detach().to(px.device, torch.float32)
+            res = t0 + px if lam is None else t0 + lam * px
+            if out is None:
+                return res
+            self._check_out(out)
+            return out.copy_(res)
+
+    def adjoint_said(
+        self, y: torch.Tensor, x: torch.Tensor, seg_offsets, seg_scales
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAID's backward: ``(Pᵀ(λ_seg ⊙ y) (d,), [Σ_{i∈s} y_i (P x)_i]_s (m,))``, float32.
+
+        ``y``: gradient w.r.t. θ ``(D,)``; ``x``: the current ``(d,)`` vector; segments as in
+        ``apply_add``. One fused pass with numba; forward + adjoint on the torch path.
+        """
+        self._check(y, self.D, "y")
+        self._check(x, self.d, "x")
+        with torch.no_grad():
+            if self.uses_numba():
+                g, dots = _numba_kernels().adjoint_said(
+                    self._plan, _np(y), _np(x), _np_or_none(seg_offsets), _np_or_none(seg_scales)
+                )
+                return torch.from_numpy(g), torch.from_numpy(dots)
+            lam = self._scale_vector(seg_offsets, seg_scales)
+            if lam is None:
+                raise ValueError("adjoint_said needs seg_offsets and seg_scales")
+            y = y.detach().to(self.device, torch.float32)
+            px = self._forward(x.detach().to(self.device, torch.float32))
+            off = torch.as_tensor(seg_offsets, dtype=torch.int64, device=y.device)
+            seg_id = torch.repeat_interleave(
+                torch.arange(off.numel() - 1, device=y.device), off.diff()
+            )
+            dots = torch.zeros(off.numel() - 1, dtype=torch.float64, device=y.device)
+            dots.index_add_(0, seg_id, (y * px).double())
+            return self._adjoint(lam * y), dots.float()
+
+    def _scale_vector(self, seg_offsets, seg_scales) -> torch.Tensor | None:
+        """The per-element λ ``(D,)`` of the torch path, or None without segments."""
+        if seg_offsets is None and seg_scales is None:
+            return None
+        if seg_offsets is None or seg_scales is None:
+            raise ValueError("seg_offsets and seg_scales must be given together")
+        off = torch.as_tensor(seg_offsets, dtype=torch.int64)
+        lam = torch.as_tensor(seg_scales, dtype=torch.float32)
+        if off.dim() != 1 or lam.dim() != 1 or off.numel() != lam.numel() + 1 or lam.numel() < 1:
+            raise ValueError(
+                f"seg_offsets must have length len(seg_scales)+1, got {tuple(off.shape)} "
+                f"and {tuple(lam.shape)}"
+            )
+        if off[0] != 0 or off[-1] != self.D or bool((off.diff() < 0).any()):
+            raise ValueError(
+                f"seg_offsets must be non-decreasing from 0 to D={self.D}, "
+                f"got [{int(off[0])}, …, {int(off[-1])}]"
+            )
+        return torch.repeat_interleave(lam, off.diff()).to(self.device)
+
+    def _check_out(self, out: torch.Tensor) -> None:
+        if out.dtype != torch.float32 or out.shape != (self.D,) or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous float32 tensor of shape ({self.D},)")
+        if self.uses_numba() and out.device.type != "cpu":
+            raise ValueError(f"out must be on the CPU for the numba backend, got {out.device}")
+
+
+def _np(t: torch.Tensor):
+    """A float32 CPU numpy view (or copy) of a tensor, detached."""
+    return t.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+def _np_or_none(a):
+    if a is None:
+        return None
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
