@@ -90,3 +90,16 @@ def test_dense_refusal_happens_before_allocation(monkeypatch):
     monkeypatch.setattr(rng, "_generate", boom)
     with pytest.raises(ValueError, match="above the limit"):
         make_projection("dense", 10_000, 10**6, seed=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_projection_stays_float32_under_autocast(kind):
+    p = make_projection(kind, 40, 3000, seed=0)
+    x = torch.linspace(-1, 1, 40)
+    ref = p.apply(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = p.apply(x)
+        back = p.adjoint(ref)
+    assert y.dtype == torch.float32 and back.dtype == torch.float32
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(back, p.adjoint(ref))

@@ -53,6 +53,14 @@ class DenseProjection(Projection):
             yield r0, r1, (self.matrix[r0:r1] if self.matrix is not None else self._rows(r0, r1))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._forward_f32(x)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            return self._adjoint_f32(y)
+
+    def _forward_f32(self, x: torch.Tensor) -> torch.Tensor:
         if self.matrix is not None:
             return self.matrix @ x
         out = torch.empty(self.D, dtype=torch.float32, device=x.device)
@@ -60,7 +68,7 @@ class DenseProjection(Projection):
             out[r0:r1] = m @ x
         return out
 
-    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+    def _adjoint_f32(self, y: torch.Tensor) -> torch.Tensor:
         if self.matrix is not None:
             return self.matrix.T @ y
         out = torch.zeros(self.d, dtype=torch.float32, device=y.device)

@@ -42,6 +42,12 @@ def fwht(x: torch.Tensor, group_bits: int = _GROUP_BITS) -> torch.Tensor:
     ``x``: ``(..., n)``, ``n`` a power of two, floating point, any device. Returns a new tensor of
     the same shape and dtype; ``fwht(fwht(x)) == n * x``.
     """
+    # projection math stays in the caller's dtype (float32) even inside an autocast region
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _fwht(x, group_bits)
+
+
+def _fwht(x: torch.Tensor, group_bits: int) -> torch.Tensor:
     n = x.shape[-1]
     L = _log2_exact(n)
     lead = x.shape[:-1]
