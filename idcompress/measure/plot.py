@@ -114,6 +114,11 @@ def plot_series(
         ax.axhline(b, color="black", lw=1.0, label=f"baseline (full) = {b:.4g}")
         ax.axhline(fraction * b, color="black", lw=1.0, ls="--",
                    label=f"{100 * fraction:g}% of baseline = {fraction * b:.4g}")
+    tops = [s.baseline for s in series if s.baseline is not None]
+    if tops:  # keep the baseline line off the frame's top edge
+        lo, hi = ax.get_ylim()
+        top = max(hi, *tops)
+        ax.set_ylim(lo, top + 0.05 * (top - lo))
     ax.set_xscale("log")
     ax.set_xlabel("subspace dimension d")
     ax.set_ylabel(metric)

@@ -87,7 +87,9 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "metric": _str,
     "rel_tol": _rel_tol,
     "devices": _str_list,
+    "threads": _pos_int,
     "max_train_samples": _pos_int,
+    "max_eval_samples": _pos_int,
     "max_length": _pos_int,
     "output_dir": _str,
 }

@@ -98,7 +98,8 @@ def measure(
             workers, store, evaluate, projection, dims, seeds, fraction, reference_score,
             baseline_evaluate, extra_fractions, rel_tol, confidence, n_bootstrap,
         )
-    summary = {**result.to_dict(), "baseline_source": source}
+    # "d90" (d<100·fraction>) as well as "d_frac": the key `idcompress report` reads
+    summary = {**result.to_dict(), f"d{100 * fraction:g}": result.d, "baseline_source": source}
     json_path = store.write_json({projection: summary})
     plot_path = None
     if plot:
