@@ -103,3 +103,13 @@ def test_projection_stays_float32_under_autocast(kind):
     assert y.dtype == torch.float32 and back.dtype == torch.float32
     torch.testing.assert_close(y, ref)
     torch.testing.assert_close(back, p.adjoint(ref))
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_fastfood_blocks_with_zero_gaussians_are_zero_not_nan(backend):
+    pytest.importorskip("numba") if backend == "numba" else None
+    for d, D in ((1, 10_000), (2, 200_000)):
+        p = make_projection("fastfood", d, D, seed=0, backend=backend)
+        y = p.apply(torch.ones(d))
+        assert torch.isfinite(y).all()
+        assert torch.isfinite(p.adjoint(torch.ones(D))).all()

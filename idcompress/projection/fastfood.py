@@ -121,7 +121,9 @@ class FastfoodProjection(Projection):
         perm = rng.permute_bits(i.expand(k1 - k0, n), self.nbits, keys)
         g = rng.to_normal(rng.bits(self._g_key, blocks[:, None] * n + i))
         norm2 = (g * g).sum(dim=1, keepdim=True)
-        return perm, g * torch.rsqrt(norm2 * (n * self.K))
+        # G_k = 0 happens (the normal is discrete; for n = 1 in ~0.3% of blocks): a zero block
+        scale = torch.where(norm2 > 0, torch.rsqrt(norm2 * (n * self.K)), torch.zeros_like(norm2))
+        return perm, g * scale
 
     def _block_chunks(self, device):
         per = max(1, _CHUNK_ELEMS // self.n)

@@ -169,10 +169,10 @@ def _gen_block(k, n, nbits, gk0, gk1, pk0, pk1, gbuf, pbuf):
 
 @njit(cache=True)
 def _block_scale(ss, n, K):
-    """``1/√(n‖G_k‖²K)`` as float32 (inf when ``G_k = 0``, like the reference)."""
+    """``1/√(n‖G_k‖²K)`` as float32; 0 (a zero block) when ``G_k = 0``, like the reference."""
     den = math.sqrt(float(n) * float(K) * float(ss)) * _NORMAL_INV_SD64
     if den == 0.0:
-        return np.float32(np.inf)
+        return np.float32(0.0)
     return np.float32(1.0 / den)
 
 
