@@ -35,6 +35,8 @@ OFFLINE_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # every method's child runs with the same OpenMP policy idcompress sets (see idcompress/__init__.py)
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 IDC_KINDS = ("said", "fastfood", "dense", "sparse")
 PEFT_METHODS = ("lora", "vera")
