@@ -1,0 +1,86 @@
+"""Data for a fine-tuning run: load + tokenise the task's splits, and the data loaders.
+
+Data order: the training set is shuffled once per epoch by :class:`EpochShuffleSampler`, a
+permutation drawn from a ``torch.Generator`` seeded by ``(seed, epoch)``. The order of epoch
+``e`` is therefore a pure function of the seed and ``e``: a resumed run rebuilds it without any
+saved sampler state, and every process of a multi-process run draws the same permutation before
+Accelerate shards it. Both loaders also get their own seeded generator, so that creating an
+iterator never draws from torch's global RNG (which drives dropout and is restored on resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import datasets
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..data import TaskSpec, load_task_data, make_collator, tokenize_dataset
+from .options import FinetuneOptions
+
+
+def _derive_seed(*parts: object) -> int:
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Indices ``0..n-1`` in a random order that depends only on ``(seed, epoch)``."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(_derive_seed("idcompress/data-order", self.seed, epoch))
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.permutation(self.epoch).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def load_splits(options: FinetuneOptions, tokenizer
+                ) -> tuple[TaskSpec, datasets.Dataset, dict[str, datasets.Dataset]]:
+    """(task spec, tokenised train split, ``{eval split: tokenised split}``)."""
+    spec, dsets = load_task_data(
+        options.task,
+        train_file=options.train_file,
+        validation_file=options.validation_file,
+        data_dir=options.data_dir,
+        text_columns=options.text_columns,
+        label_column=options.label_column,
+        max_train_samples=options.max_train_samples,
+        max_eval_samples=options.max_eval_samples,
+        seed=options.seed,
+    )
+    wanted = ["train", *spec.eval_splits]
+    dsets = datasets.DatasetDict({s: dsets[s] for s in wanted})
+    tok = tokenize_dataset(dsets, spec, tokenizer, max_length=options.max_length)
+    return spec, tok["train"], {s: tok[s] for s in spec.eval_splits}
+
+
+def make_loaders(train: datasets.Dataset, evals: dict[str, datasets.Dataset], tokenizer,
+                 batch_size: int, seed: int
+                 ) -> tuple[DataLoader, dict[str, DataLoader], EpochShuffleSampler]:
+    """Training loader (shuffled per epoch), one sequential loader per eval split, the sampler."""
+    collate = make_collator(tokenizer)
+    sampler = EpochShuffleSampler(len(train), seed)
+    train_dl = DataLoader(
+        train, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+        generator=torch.Generator().manual_seed(_derive_seed("idcompress/train-loader", seed)),
+    )
+    eval_dls = {
+        name: DataLoader(
+            ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
+            generator=torch.Generator().manual_seed(_derive_seed("idcompress/eval-loader", seed)),
+        )
+        for name, ds in evals.items()
+    }
+    return train_dl, eval_dls, sampler

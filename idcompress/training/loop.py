@@ -1,0 +1,398 @@
+"""The training loop under 🤗 Accelerate (one process, or many with ``accelerate launch``).
+
+Shape of the loop (as Accelerate's ``examples/nlp_example.py``): ``Accelerator(mixed_precision,
+gradient_accumulation_steps)`` → ``prepare`` the loaders, model, AdamW and a linear warm-up/decay
+schedule → per batch ``accumulate`` / ``backward`` / ``step`` → evaluation with
+``gather_for_metrics`` after every epoch.
+
+Choices made here:
+
+* Only trainable parameters reach AdamW. Weight decay applies to matrices and ``theta_d``, never
+  to biases, norms or SAID's scales ``said_lambda`` (decaying a scale towards 0 would shrink the
+  whole update). Under DDP the frozen θ₀ of an intrinsic model is never broadcast or reduced:
+  ``IntrinsicModel`` lists it in ``_ddp_params_and_buffers_to_ignore``, which the
+  ``DistributedDataParallel`` that ``accelerator.prepare`` builds honours.
+* Randomness: the library never seeds torch's global RNG (dropout draws from it); the
+  ``idcompress finetune`` command calls ``accelerate.utils.set_seed(seed)`` before
+  :func:`train`. Data order comes from a per-epoch seeded generator (:mod:`.data`), head and
+  projection from the counter-based generator.
+* Evaluation runs in ``model.eval()`` under ``torch.no_grad`` (no dropout), so it is
+  deterministic: the saved intrinsic checkpoint, reloaded with ``IntrinsicModel.from_pretrained``,
+  must reproduce the final validation score exactly, and the run fails loudly if it does not.
+* ``early_stop=P`` stops after P evaluations without improvement of the main metric and restores
+  the best trainable parameters, so the checkpoint and the final score are the best epoch's.
+* ``save_every=N`` saves the full training state every N optimizer steps (a save due on the
+  last step of an epoch waits until that epoch's evaluation); ``resume`` continues from the
+  newest state: optimizer, scheduler, RNG states, step counter and history are restored and the
+  batches already seen in the interrupted epoch are skipped with
+  ``accelerator.skip_first_batches``. The resumed run ends with the same ``theta_d`` as an
+  uninterrupted one.
+* ``stop_after_steps=N`` simulates an interruption after N optimizer steps (state saved, no
+  checkpoint); the learning-rate schedule still spans all epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import TaskSpec, compute_metrics
+from . import state as st
+from .data import load_splits, make_loaders
+from .methods import BuiltModel, build_model, checkpoint_bytes, load_intrinsic, save_model
+from .options import FinetuneOptions
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``metrics`` maps each eval split to its metrics."""
+
+    options: FinetuneOptions
+    output_dir: Path
+    task: str
+    main_metric: str
+    score: float | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    method: str = "intrinsic"
+    d: int | None = None
+    D: int | None = None
+    trainable: int = 0
+    base_params: int = 0
+    checkpoint: Path | None = None
+    checkpoint_bytes: int | None = None
+    steps: int = 0
+    epochs_done: int = 0
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    interrupted: bool = False
+    reload_score: float | None = None
+    wall_time_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def base_bytes_fp32(self) -> int:
+        return 4 * self.base_params
+
+    @property
+    def compression_ratio(self) -> float | None:
+        if not self.checkpoint_bytes:
+            return None
+        return self.base_bytes_fp32 / self.checkpoint_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "method": self.method, "main_metric": self.main_metric,
+            "score": self.score, "metrics": self.metrics, "d": self.d, "D": self.D,
+            "trainable_params": self.trainable, "base_params": self.base_params,
+            "base_bytes_fp32": self.base_bytes_fp32,
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "checkpoint_bytes": self.checkpoint_bytes,
+            "compression_ratio": self.compression_ratio,
+            "reload_score": self.reload_score, "steps": self.steps,
+            "epochs_done": self.epochs_done, "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early, "interrupted": self.interrupted,
+            "wall_time_s": self.wall_time_s, "options": self.options.to_dict(),
+        }
+
+
+def default_output_dir(options: FinetuneOptions) -> Path:
+    slug = (options.task or "custom").replace("/", "-")
+    return Path("runs") / f"{slug}-{options.method}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim >= 2 or name.endswith("theta_d"):
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loaders: dict, spec: TaskSpec, accelerator
+             ) -> dict[str, dict[str, float]]:
+    """Metrics of ``spec`` on every eval loader (gathered over processes, duplicates dropped)."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for split, loader in loaders.items():
+        preds, labels = [], []
+        for batch in loader:
+            logits = model(**batch).logits
+            p, y = accelerator.gather_for_metrics((logits, batch["labels"]))
+            preds.append(p.float().cpu())
+            labels.append(y.cpu())
+        out[split] = compute_metrics(spec, torch.cat(preds).numpy(), torch.cat(labels).numpy())
+    model.train(was_training)
+    return out
+
+
+def _trainable_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+            if p.requires_grad}
+
+
+@torch.no_grad()
+def _restore_snapshot(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for n, t in snapshot.items():
+        params[n].copy_(t.to(params[n].device))
+
+
+class _Run:
+    """Mutable bookkeeping of one run (what ``trainer_state.json`` holds)."""
+
+    def __init__(self) -> None:
+        self.global_step = 0
+        self.completed_batches = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_evals = 0
+        self.best_snapshot: dict[str, torch.Tensor] | None = None
+        self.stopped_early = False
+        self.epoch_loss_sum = 0.0  # over all processes, batches of the current epoch so far
+        self.epoch_loss_count = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"global_step": self.global_step, "completed_batches": self.completed_batches,
+                "history": self.history, "best_score": self.best_score,
+                "best_epoch": self.best_epoch, "bad_evals": self.bad_evals,
+                "stopped_early": self.stopped_early, "epoch_loss_sum": self.epoch_loss_sum,
+                "epoch_loss_count": self.epoch_loss_count}
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        for k in ("global_step", "completed_batches", "history", "best_score", "best_epoch",
+                  "bad_evals", "stopped_early", "epoch_loss_sum", "epoch_loss_count"):
+            setattr(self, k, data[k])
+
+
+def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
+    """Fine-tune as ``options`` say; write metrics, state and checkpoint under the output dir.
+
+    Every check of the input (output folder, data, ``--dim``) happens before the first step.
+    """
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+    from ..models import resolve_model_name
+
+    t0 = time.perf_counter()
+    options.validate()
+    if options.early_stop is not None and not options.eval_every_epoch:
+        raise ValueError("--early-stop needs an evaluation every epoch (eval_every_epoch: true)")
+    out_dir = Path(options.output_dir) if options.output_dir else default_output_dir(options)
+    options.output_dir = str(out_dir)
+    accelerator = Accelerator(mixed_precision=options.mixed_precision,
+                              gradient_accumulation_steps=options.grad_accum)
+    is_main = accelerator.is_main_process
+    st.check_output_dir(out_dir, options.resume)
+    resume_from = None
+    if options.resume:
+        resume_from = st.latest_state(out_dir)
+        if resume_from is None:
+            raise ValueError(f"--resume: no saved training state in {str(out_dir / st.STATE_DIR)!r}"
+                             " (runs save it with --save-every N or when stopped early)")
+        if not (out_dir / st.OPTIONS_FILE).is_file():
+            raise ValueError(f"--resume: {str(out_dir / st.OPTIONS_FILE)!r} not found")
+        saved = json.loads((out_dir / st.OPTIONS_FILE).read_text(encoding="utf-8"))
+        st.check_resumable(saved, options.to_dict(), out_dir)
+    accelerator.wait_for_everyone()
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(options.model))
+    with accelerator.main_process_first():
+        spec, train_ds, eval_dss = load_splits(options, tokenizer)
+    built: BuiltModel = build_model(options, spec)
+    model = built.model
+    result = RunResult(options=options, output_dir=out_dir, task=spec.name,
+                       main_metric=spec.main_metric, method=built.method, d=built.d, D=built.D,
+                       base_params=built.base_params,
+                       trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    if is_main and not options.resume:
+        st.write_json_atomic(out_dir / st.OPTIONS_FILE, options.to_dict())
+
+    train_dl, eval_dls, sampler = make_loaders(train_ds, eval_dss, tokenizer, options.batch_size,
+                                               options.seed)
+    prepared = accelerator.prepare(train_dl, *eval_dls.values())
+    train_dl, eval_dls = prepared[0], dict(zip(eval_dls, prepared[1:]))
+    steps_per_epoch = math.ceil(len(train_dl) / options.grad_accum)
+    total_steps = steps_per_epoch * options.epochs
+    optimizer = _optimizer(model, options.learning_rate, options.weight_decay)
+    # the prepared scheduler steps once per process per optimizer step (Accelerate's convention)
+    n_proc = accelerator.num_processes
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, num_warmup_steps=math.ceil(options.warmup_ratio * total_steps) * n_proc,
+        num_training_steps=total_steps * n_proc)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    run = _Run()
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        run.load_json(st.read_trainer_state(resume_from))
+        if (resume_from / st.BEST_SNAPSHOT).is_file():
+            from safetensors.torch import load_file
+
+            run.best_snapshot = load_file(str(resume_from / st.BEST_SNAPSHOT))
+        accelerator.print(f"resumed from {resume_from} at step {run.global_step}")
+
+    log_path = out_dir / "metrics.jsonl"
+
+    def save_state(loss_sum: torch.Tensor, loss_n: int) -> Path:
+        folder = st.state_folder(out_dir, run.global_step)
+        run.epoch_loss_sum = accelerator.reduce(loss_sum.clone(), "sum").item()
+        run.epoch_loss_count = loss_n * n_proc
+        accelerator.save_state(str(folder))
+        if is_main:
+            if run.best_snapshot is not None:
+                from safetensors.torch import save_file
+
+                save_file(run.best_snapshot, str(folder / st.BEST_SNAPSHOT))
+            st.write_json_atomic(folder / st.TRAINER_STATE, run.to_json())
+            st.prune_states(out_dir, folder)
+        accelerator.wait_for_everyone()
+        return folder
+
+    def do_eval(epoch: int, train_loss: float | None) -> None:
+        metrics = evaluate(model, eval_dls, spec, accelerator)
+        score = metrics[spec.eval_splits[0]][spec.main_metric]
+        entry = {"epoch": epoch, "step": run.global_step, "score": score, **metrics,
+                 "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
+                 "elapsed_s": round(time.perf_counter() - t0, 3)}
+        run.history.append(entry)
+        if run.best_score is None or score > run.best_score:
+            run.best_score, run.best_epoch, run.bad_evals = score, epoch, 0
+            if options.early_stop is not None:
+                run.best_snapshot = _trainable_snapshot(accelerator.unwrap_model(model))
+        else:
+            run.bad_evals += 1
+            if options.early_stop is not None and run.bad_evals >= options.early_stop:
+                run.stopped_early = True
+        if is_main:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+        accelerator.print(f"epoch {epoch} step {run.global_step}: {spec.main_metric}={score:.4f} "
+                          + " ".join(f"{s}/{k}={v:.4f}" for s, m in metrics.items()
+                                     for k, v in m.items()))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=run.global_step, desc="finetune", unit="step",
+               disable=not (progress and accelerator.is_local_main_process), dynamic_ncols=True)
+    n_batches = len(train_dl)
+    start_epoch = run.completed_batches // n_batches
+    interrupted = run.stopped_early
+    for epoch in range(start_epoch, options.epochs):
+        if interrupted:
+            break
+        skip = run.completed_batches - epoch * n_batches
+        sampler.set_epoch(epoch)
+        train_dl.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        if skip:
+            loader.set_epoch(epoch)
+        model.train()
+        # the running loss of an interrupted epoch continues where it stopped (on process 0)
+        loss_sum = torch.tensor(run.epoch_loss_sum if skip and is_main else 0.0,
+                                device=accelerator.device)
+        loss_n = run.epoch_loss_count // n_proc if skip else 0
+        save_pending = stop_pending = False
+        for i, batch in enumerate(loader, start=skip):
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            loss_sum += loss.detach().float()
+            loss_n += 1
+            run.completed_batches += 1
+            if not accelerator.sync_gradients:
+                continue
+            run.global_step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            last_in_epoch = i == n_batches - 1
+            save_pending |= bool(options.save_every and run.global_step % options.save_every == 0)
+            stop_pending |= (options.stop_after_steps is not None
+                             and run.global_step >= options.stop_after_steps)
+            if last_in_epoch:
+                break  # a save or stop due now waits for this epoch's evaluation
+            if stop_pending:
+                save_state(loss_sum, loss_n)
+                interrupted = True
+                break
+            if save_pending:
+                save_state(loss_sum, loss_n)
+                save_pending = False
+        if interrupted:
+            break
+        train_loss = accelerator.reduce(loss_sum, "sum").item() / max(1, loss_n * n_proc)
+        if options.eval_every_epoch or epoch == options.epochs - 1:
+            do_eval(epoch + 1, train_loss)
+        loss_sum.zero_()
+        loss_n = 0
+        if stop_pending:
+            save_state(loss_sum, loss_n)
+            interrupted = True
+        elif save_pending:
+            save_state(loss_sum, loss_n)
+        if run.stopped_early:
+            accelerator.print(f"early stop: no improvement in {options.early_stop} evaluations")
+            break
+    bar.close()
+
+    result.steps, result.history = run.global_step, run.history
+    result.epochs_done = min(options.epochs, run.completed_batches // n_batches)
+    result.stopped_early = run.stopped_early
+    result.best_epoch = run.best_epoch
+    if interrupted and not run.stopped_early:
+        result.interrupted = True
+        result.wall_time_s = time.perf_counter() - t0
+        accelerator.print(f"stopped after {run.global_step} steps (--stop-after-steps); state "
+                          f"saved in {st.latest_state(out_dir)}; continue with --resume")
+        return result
+
+    final = run.history[-1]
+    if options.early_stop is not None and run.best_snapshot is not None \
+            and run.best_epoch != final["epoch"]:
+        _restore_snapshot(accelerator.unwrap_model(model), run.best_snapshot)
+        final = next(h for h in run.history if h["epoch"] == run.best_epoch)
+    result.metrics = {s: final[s] for s in spec.eval_splits}
+    result.score = final["score"]
+
+    unwrapped = accelerator.unwrap_model(model)
+    ckpt = out_dir / "checkpoint"
+    if is_main:
+        ckpt = save_model(unwrapped, built.method, ckpt)
+    accelerator.wait_for_everyone()
+    result.checkpoint = ckpt
+    result.checkpoint_bytes = checkpoint_bytes(ckpt)
+
+    if built.method == "intrinsic":
+        reloaded = load_intrinsic(ckpt).to(accelerator.device)
+        with accelerator.autocast():
+            again = evaluate(reloaded, eval_dls, spec, accelerator)
+        result.reload_score = again[spec.eval_splits[0]][spec.main_metric]
+        if again != result.metrics:
+            raise RuntimeError(f"the saved checkpoint {ckpt} does not reproduce the final "
+                               f"validation metrics: {again} != {result.metrics}")
+
+    result.wall_time_s = time.perf_counter() - t0
+    if is_main:
+        st.write_json_atomic(out_dir / "metrics.json", result.to_dict())
+    return result
+
