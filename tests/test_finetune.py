@@ -66,7 +66,7 @@ def tiny_model(tmp_path_factory, minilm_tokenizer) -> str:
 def tiny_args(model: str, data: dict, out: Path, *extra: str) -> list[str]:
     return ["finetune", "--model", model, "--train-file", str(data["train48"]),
             "--validation-file", str(data["val16"]), "--batch-size", "16", "--max-length", "16",
-            "--dim", "200", "--output-dir", str(out), *extra]
+            "--dim", "200", "--output-dir", str(out), "--no-report", *extra]
 
 
 def run_cli(argv: list[str]) -> int:
@@ -124,6 +124,11 @@ def test_cli_end_to_end_intrinsic_minilm(tmp_path, data, minilm_tokenizer, capsy
     model = IntrinsicModel.from_pretrained(ckpt)
     assert model.theta_d.abs().sum() > 0
     assert reload_and_score(model, data["val"], minilm_tokenizer, 16, 32) == final["score"]
+    # the run ends with the geometry report on its validation inputs (base θ₀ vs tuned)
+    geo = json.loads((out / "geometry" / "geometry.json").read_text())
+    assert final["report"] == str(out / "geometry")
+    assert geo["facts"]["d"] == 500 and len(geo["poolings"]["mean"]["linear_cka"]) == 7
+    assert "cka" in summary
 
 
 RESUME_COMMON = ["--epochs", "3", "--lr", "0.05"]
@@ -134,6 +139,7 @@ def uninterrupted(tmp_path_factory, data, tiny_model) -> Path:
     # 48 rows / batch 16 = 3 steps per epoch, 3 epochs; dropout on, so RNG restore matters
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
     assert run_cli(tiny_args(tiny_model, data, out, *RESUME_COMMON)) == 0
+    assert not (out / "geometry").exists()  # --no-report
     return out
 
 
@@ -280,7 +286,8 @@ def test_no_arguments_run_the_demo_preset():
     assert opts.method == "intrinsic" and opts.projection == "said"
     for k, v in DEMO_PRESET.items():
         assert getattr(opts, k) == v
-    assert opts.learning_rate == DEFAULT_LR["intrinsic"]
+    assert opts.learning_rate == pytest.approx(DEFAULT_LR["intrinsic"] * (1000 / opts.dim) ** 0.5)
+    assert parse_options(["--dim", "1000"]).learning_rate == DEFAULT_LR["intrinsic"]
     assert parse_options(["--max-train-samples", "10"]).max_train_samples == 10
     glue = parse_options(["--task", "glue/sst2"])
     assert glue.max_train_samples is None and glue.max_length == 128

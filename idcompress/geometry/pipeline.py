@@ -71,6 +71,13 @@ def intrinsic_report(model, tokenizer, texts: list[str], out_dir: str | os.PathL
                      batch_size: int = 128, max_length: int = 128, progress: bool = True) -> dict[str, Any]:
     """Collect base (θ_d = 0) and tuned hidden states of ``model`` on ``texts``; write the report."""
     batches = tokenize_texts(tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    return report_on_batches(model, batches, out_dir, facts=facts, progress=progress)
+
+
+@torch.no_grad()
+def report_on_batches(model, batches, out_dir: str | os.PathLike, facts: dict | None = None,
+                      progress: bool = True) -> dict[str, Any]:
+    """As ``intrinsic_report``, on re-iterable tokenized ``batches`` (dicts with input_ids, …)."""
     theta = model.theta_d.detach().clone()
     lam = None if model.said_lambda is None else model.said_lambda.detach().clone()
     try:

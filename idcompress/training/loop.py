@@ -74,6 +74,7 @@ class RunResult:
     stopped_early: bool = False
     interrupted: bool = False
     reload_score: float | None = None
+    report: str | None = None  # folder of the geometry report
     wall_time_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -96,7 +97,7 @@ class RunResult:
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
             "checkpoint_bytes": self.checkpoint_bytes,
             "compression_ratio": self.compression_ratio,
-            "reload_score": self.reload_score, "steps": self.steps,
+            "reload_score": self.reload_score, "report": self.report, "steps": self.steps,
             "epochs_done": self.epochs_done, "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early, "interrupted": self.interrupted,
             "wall_time_s": self.wall_time_s, "options": self.options.to_dict(),
@@ -179,6 +180,32 @@ class _Run:
         for k in ("global_step", "completed_batches", "history", "best_score", "best_epoch",
                   "bad_evals", "stopped_early", "epoch_loss_sum", "epoch_loss_count"):
             setattr(self, k, data[k])
+
+
+_REPORT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+REPORT_MAX_INPUTS = 2000
+
+
+def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
+    """The geometry report (base θ₀ vs tuned, per layer) on up to 2,000 validation inputs."""
+    from ..geometry import format_table
+    from ..geometry.pipeline import checkpoint_facts, report_on_batches
+
+    batches, n = [], 0
+    for batch in eval_dl:
+        b = {k: v for k, v in batch.items() if k in _REPORT_KEYS}
+        batches.append(b)
+        n += b["input_ids"].shape[0]
+        if n >= REPORT_MAX_INPUTS:
+            break
+    try:
+        res = report_on_batches(model, batches, out_dir / "geometry",
+                                facts=checkpoint_facts(model, result.checkpoint_bytes))
+    except ValueError as e:  # e.g. too few validation inputs for the estimators
+        print(f"geometry report skipped: {e}")
+        return None
+    print(format_table(res))
+    return str(out_dir / "geometry")
 
 
 def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
@@ -390,6 +417,9 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         if again != result.metrics:
             raise RuntimeError(f"the saved checkpoint {ckpt} does not reproduce the final "
                                f"validation metrics: {again} != {result.metrics}")
+
+        if not options.no_report and is_main:
+            result.report = _geometry_report(reloaded, eval_dls[spec.eval_splits[0]], out_dir, result)
 
     result.wall_time_s = time.perf_counter() - t0
     if is_main:
