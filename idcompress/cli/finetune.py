@@ -86,8 +86,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="training epochs (default 3)")
-    g.add_argument("--lr", type=float, help="AdamW learning rate (default per method: "
-                   + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    g.add_argument("--lr", type=float, help="AdamW learning rate (default per method: intrinsic "
+                   f"{DEFAULT_LR['intrinsic']:g}*sqrt(1000/d), full {DEFAULT_LR['full']:g}, "
+                   f"lora {DEFAULT_LR['lora']:g})")
     g.add_argument("--batch-size", type=int, help="batch size per process (default 32)")
     g.add_argument("--grad-accum", type=int, metavar="N",
                    help="accumulate gradients over N batches per step (default 1)")
