@@ -262,3 +262,19 @@ def test_load_checkpoint_files_reads_without_model(base_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_checkpoint_files(ckpt)
+
+
+def test_saved_files_follow_the_umask(base_dir, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        model = _tuned(base_dir)
+        model.save_pretrained(tmp_path / "c")
+        model.save_pretrained(tmp_path / "one.idc.safetensors", single_file=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "c" / "adapter_model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "one.idc.safetensors").stat().st_mode) == 0o644

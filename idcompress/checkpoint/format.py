@@ -79,6 +79,23 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise FileNotFoundError(f"parent directory {path.parent} of {path} does not exist")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_permissions(path: Path) -> None:
+    """Temp files are created 0600/0700; give the checkpoint the modes a plain write would get."""
+    mask = _umask()
+    if path.is_dir():
+        os.chmod(path, 0o777 & ~mask)
+        for f in path.iterdir():
+            os.chmod(f, 0o666 & ~mask)
+    else:
+        os.chmod(path, 0o666 & ~mask)
+
+
 def _replace(tmp: Path, path: Path) -> None:
     """Move ``tmp`` onto ``path``; an existing target is moved aside first and removed after."""
     if path.is_dir():
@@ -108,6 +125,7 @@ def save_intrinsic_model(model, path: str | os.PathLike, single_file: bool = Fal
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={**meta, CONFIG_METADATA_KEY: config_json})
+            _normal_permissions(Path(tmp))
             _replace(Path(tmp), path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -117,6 +135,7 @@ def save_intrinsic_model(model, path: str | os.PathLike, single_file: bool = Fal
     try:
         (tmp / CONFIG_NAME).write_text(config_json + "\n")
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
+        _normal_permissions(tmp)
         _replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
