@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..fileio import atomic_write_text
 from .cka import linear_cka
 from .metrics import METRICS, GeometrySettings, layer_metrics
 from .plots import write_plots
@@ -156,9 +157,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _fmt(v: Any) -> str:

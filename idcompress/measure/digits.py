@@ -27,6 +27,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from ..geometry._threads import torch_threads
+
 N_TEST_EVERY = 4  # sample i is a test sample iff i % N_TEST_EVERY == 0
 
 
@@ -88,12 +90,8 @@ def _intra_op_threads(n: int | None):
     if n is None:
         yield
         return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    with torch_threads(n):
         yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _train(

@@ -22,12 +22,13 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from ..fileio import atomic_write_text
 
 COLUMNS = (
     "task", "model", "projection", "d", "seed", "score", "metric", "wall_time_s", "timestamp",
@@ -102,20 +103,7 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
 
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     """Write ``obj`` as JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file 0600; keep the old file's mode, or the usual 0644
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 class ResultStore:

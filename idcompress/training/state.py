@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write_text
+
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
 BEST_SNAPSHOT = "best_trainable.safetensors"
@@ -36,16 +38,7 @@ RESUMABLE_CHANGES = frozenset({"output_dir", "resume", "save_every", "stop_after
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary sibling, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def check_output_dir(path: Path, resume: bool) -> None:
