@@ -213,3 +213,47 @@ def test_fused_path_matches_reference(projection):
     torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
     if s1 is not None:
         torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-6)
+
+
+class _WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = _mlp(1)
+        self.unused = nn.Linear(5, 5)  # its gradient never arrives (None in the backward)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("projection", ["said", "fastfood"])
+def test_fused_path_unused_tensor_repeated_and_stale_forwards(projection):
+    model = get_intrinsic_model(_WithUnused(), IntrinsicConfig(d=40, projection=projection))
+    if not model._fused_ok():
+        pytest.skip("no fused kernel for this projection here (numba missing)")
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
+    x = torch.randn(6, 8, generator=g)
+
+    def grads(fused, forwards=1):
+        model.use_fused = fused
+        model.zero_grad()
+        sum(model(x).square().sum() for _ in range(forwards)).backward()
+        return [p.grad.clone() for p in (model.theta_d, model.said_lambda) if p is not None]
+
+    ref = grads(False)
+    for a, b in zip(grads(True), ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # two forwards with the same θ_d share the buffer (written once) and both count
+    model(x)
+    version = model._buffer._version
+    for a, b in zip(grads(True, forwards=2), ref):
+        torch.testing.assert_close(a, 2 * b, rtol=1e-4, atol=1e-6)
+    assert model._buffer._version == version
+    # a graph built before θ_d changed must not silently use the new weights
+    stale = model(x).square().sum()
+    with torch.no_grad():
+        model.theta_d.add_(0.1)
+    model(x)
+    with pytest.raises(RuntimeError, match="modified (by an )?inplace"):
+        stale.backward()

@@ -13,8 +13,9 @@ Families (:func:`resolve`):
 
 Every run is a pure function of ``(d, seed)`` and the settings: the seed keys θ₀ (from-scratch
 nets), P, the new head of a pretrained model and the batch order. One exception: the text loop
-leaves dropout to torch's global RNG, which the library does not seed (SPEC §3), so text scores
-are not bit-reproducible across processes.
+leaves dropout to torch's global RNG, which the library does not seed (SPEC §3); each text run therefore
+seeds it from its own seed inside :func:`_seeded_global_rngs`, which restores the caller's state
+afterwards, so a text score is a pure function of ``(d, seed)`` and the settings too.
 
 :func:`make_evaluators` returns picklable callables (``functools.partial`` of module-level
 functions), as the worker processes of :mod:`.parallel` need.
@@ -22,6 +23,7 @@ functions), as the worker processes of :mod:`.parallel` need.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -63,8 +65,9 @@ DEFAULTS: dict[str, dict] = {
     "digits": {"epochs": 300, "lr": 0.05, "batch_size": None, "baseline_lr": 0.01},
     # Adam; found on image/mnist-5k with fc-200-200 and lenet (see recipes/li2018-*.yaml)
     "image": {"epochs": 30, "lr": 0.03, "batch_size": 128, "baseline_lr": 0.001},
-    # the training loop's defaults for intrinsic (0.05) and full (5e-5) fine-tuning
-    "text": {"epochs": 3, "lr": 0.05, "batch_size": 32, "baseline_lr": 5e-5, "max_length": 128},
+    # lr None: the training loop's default for each run, 0.2·sqrt(1000/d) for the intrinsic runs
+    # (training.options.default_lr); full fine-tuning 1e-4 (training.options.DEFAULT_LR)
+    "text": {"epochs": 3, "lr": None, "batch_size": 32, "baseline_lr": 1e-4, "max_length": 128},
 }
 
 
@@ -269,7 +272,7 @@ def _run_text(
             max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed,
             output_dir=os.path.join(tmp, "run"), no_report=True,
         )
-        with _intra_op_threads(num_threads):
+        with _intra_op_threads(num_threads), _seeded_global_rngs(seed):
             result = train(options, progress=False)
     from ..data import get_task
 
@@ -277,6 +280,25 @@ def _run_text(
     if metric not in result.metrics[split]:
         raise ValueError(f"metric {metric!r} not in the run's metrics {list(result.metrics[split])}")
     return float(result.metrics[split][metric])
+
+
+@contextlib.contextmanager
+def _seeded_global_rngs(seed: int):
+    """Seed Python's, NumPy's and torch's global RNGs (dropout) for one run, then restore them."""
+    import random
+
+    import numpy as np
+    import torch
+    from accelerate.utils import set_seed
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        set_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def evaluate_text(d: int, seed: int, *, projection: str = "said", device: str | None = None,

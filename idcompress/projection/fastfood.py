@@ -205,17 +205,19 @@ class FastfoodProjection(Projection):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAID's backward: ``(Pᵀ(λ_seg ⊙ y) (d,), [Σ_{i∈s} y_i (P x)_i]_s (m,))``, float32.
 
-        ``y``: gradient w.r.t. θ ``(D,)``; ``x``: the current ``(d,)`` vector; segments as in
-        ``apply_add``. One fused pass with numba; forward + adjoint on the torch path.
+        ``y``: gradient w.r.t. θ, ``(D,)`` or in pieces (see :meth:`adjoint_pieces`); ``x``: the
+        current ``(d,)`` vector; segments as in ``apply_add``. One fused pass with numba;
+        forward + adjoint on the torch path.
         """
-        self._check(y, self.D, "y")
         self._check(x, self.d, "x")
         with torch.no_grad():
             if self.uses_numba():
                 g, dots = _numba_kernels().adjoint_said(
-                    self._plan, _np(y), _np(x), _np_or_none(seg_offsets), _np_or_none(seg_scales)
+                    self._plan, self._np_pieces(y), _np(x), _np_or_none(seg_offsets),
+                    _np_or_none(seg_scales),
                 )
                 return torch.from_numpy(g), torch.from_numpy(dots)
+            y = self._flat(y)
             lam = self._scale_vector(seg_offsets, seg_scales)
             if lam is None:
                 raise ValueError("adjoint_said needs seg_offsets and seg_scales")
@@ -228,6 +230,37 @@ class FastfoodProjection(Projection):
             dots = torch.zeros(off.numel() - 1, dtype=torch.float64, device=y.device)
             dots.index_add_(0, seg_id, (y * px).double())
             return self._adjoint(lam * y), dots.float()
+
+    def adjoint_pieces(self, pieces) -> torch.Tensor:
+        """``Pᵀ y`` for ``y`` given as consecutive pieces (no autograd), float32 ``(d,)``.
+
+        ``pieces``: tensors of any shape (read in C order) or ints (that many zeros), whose
+        sizes add up to D — e.g. the per-tensor gradients of the composed weights. The numba
+        kernels read them in place; the torch path concatenates them.
+        """
+        with torch.no_grad():
+            if self.uses_numba():
+                return torch.from_numpy(_numba_kernels().adjoint(self._plan, self._np_pieces(pieces)))
+            return self._adjoint(self._flat(pieces))
+
+    def _np_pieces(self, y):
+        if isinstance(y, torch.Tensor):
+            self._check(y, self.D, "y")
+            return _np(y)
+        return [p if isinstance(p, int) else _np(p) for p in y]
+
+    def _flat(self, y) -> torch.Tensor:
+        if isinstance(y, torch.Tensor):
+            self._check(y, self.D, "y")
+            return y.detach().to(self.device, torch.float32)
+        parts = [
+            torch.zeros(p, device=self.device) if isinstance(p, int)
+            else p.detach().reshape(-1).to(self.device, torch.float32)
+            for p in y
+        ]
+        flat = torch.cat(parts) if parts else torch.zeros(0, device=self.device)
+        self._check(flat, self.D, "y")
+        return flat
 
     def _scale_vector(self, seg_offsets, seg_scales) -> torch.Tensor | None:
         """The per-element λ ``(D,)`` of the torch path, or None without segments."""

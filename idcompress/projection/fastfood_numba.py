@@ -66,6 +66,16 @@ _xor = _u32_binop("xor")
 _shr = _u32_binop("lshr")
 _and = _u32_binop("and_")
 
+
+@intrinsic
+def _f32_ptr(typingctx, addr):
+    """The int64 address ``addr`` as a ``float32*`` (for gradients that arrive in pieces)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return types.CPointer(types.float32)(types.int64), codegen
+
 _U32 = np.uint32
 # The RNG constants are spelled out here, not read from rng.py: numba's on-disk cache is keyed on
 # this file only, so a change in rng.py would otherwise leave stale compiled kernels behind. The
@@ -225,6 +235,26 @@ def _fwht_inplace(a):
 
 
 # ---- kernels --------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _gather(yptr, yoff, a, b, buf):
+    """``buf[:b−a] = y[a:b]`` where ``y`` is stored in pieces: piece ``q`` covers
+    ``y[yoff[q]:yoff[q+1]]`` at address ``yptr[q]`` (0: a piece of zeros)."""
+    q = np.searchsorted(yoff, a, side="right") - 1
+    lo = a
+    while lo < b:
+        hi = min(b, yoff[q + 1])
+        base = yoff[q]
+        if yptr[q] == 0:
+            for i in range(lo, hi):
+                buf[i - a] = 0.0
+        elif hi > lo:
+            src = numba.carray(_f32_ptr(yptr[q]), (yoff[q + 1] - base,))
+            for i in range(lo, hi):
+                buf[i - a] = src[i - base]
+        lo = hi
+        q += 1
+
+
 @njit(cache=True)
 def _chunk_range(c, nchunks, K):
     return (c * K) // nchunks, ((c + 1) * K) // nchunks
@@ -271,7 +301,7 @@ def _forward_kernel(u, out, theta0, seg_off, seg_scale, add, D, n, nbits, K, gk0
 
 
 @njit(parallel=True, cache=True)
-def _adjoint_kernel(y, D, n, nbits, K, gk0, gk1, pk0, pk1, nchunks):
+def _adjoint_kernel(yptr, yoff, D, n, nbits, K, gk0, gk1, pk0, pk1, nchunks):
     acc = np.zeros((nchunks, n), np.float64)
     for c in prange(nchunks):
         k0, k1 = _chunk_range(c, nchunks, K)
@@ -283,8 +313,7 @@ def _adjoint_kernel(y, D, n, nbits, K, gk0, gk1, pk0, pk1, nchunks):
             ss = _gen_block(k, n, nbits, gk0, gk1, pk0, pk1, gbuf, pbuf)
             a = k * n
             m = min(D, a + n) - a
-            for i in range(m):
-                buf[i] = y[a + i]
+            _gather(yptr, yoff, a, a + m, buf)
             for i in range(m, n):
                 buf[i] = 0.0
             _fwht_inplace(buf)
@@ -295,7 +324,8 @@ def _adjoint_kernel(y, D, n, nbits, K, gk0, gk1, pk0, pk1, nchunks):
 
 
 @njit(parallel=True, cache=True)
-def _adjoint_said_kernel(y, u, seg_off, seg_scale, D, n, nbits, K, gk0, gk1, pk0, pk1, nchunks):
+def _adjoint_said_kernel(yptr, yoff, u, seg_off, seg_scale, D, n, nbits, K, gk0, gk1, pk0, pk1,
+                         nchunks):
     m_seg = seg_scale.shape[0]
     acc = np.zeros((nchunks, n), np.float64)
     dots = np.zeros((nchunks, m_seg), np.float64)
@@ -305,6 +335,7 @@ def _adjoint_said_kernel(y, u, seg_off, seg_scale, D, n, nbits, K, gk0, gk1, pk0
         dot = dots[c]
         buf = np.empty(n, np.float32)
         fbuf = np.empty(n, np.float32)
+        ybuf = np.empty(n, np.float32)
         gbuf = np.empty(n, np.float32)
         pbuf = np.empty(n, np.uint32)
         for k in range(k0, k1):
@@ -316,8 +347,7 @@ def _adjoint_said_kernel(y, u, seg_off, seg_scale, D, n, nbits, K, gk0, gk1, pk0
             if seg_off[s + 1] >= b:
                 # one segment: <y_k, (P x)_k> = s_k <H y_k, G_k u[π_k]>, and λ is a block scalar
                 lam = seg_scale[s]
-                for i in range(b - a):
-                    buf[i] = y[a + i]
+                _gather(yptr, yoff, a, b, buf)
                 for i in range(b - a, n):
                     buf[i] = 0.0
                 _fwht_inplace(buf)
@@ -332,14 +362,15 @@ def _adjoint_said_kernel(y, u, seg_off, seg_scale, D, n, nbits, K, gk0, gk1, pk0
                 for i in range(n):
                     fbuf[i] = u[pbuf[i]] * gbuf[i]
                 _fwht_inplace(fbuf)
+                _gather(yptr, yoff, a, b, ybuf)
                 lo = a
                 while lo < b:
                     hi = min(b, seg_off[s + 1])
                     lam = seg_scale[s]
                     t = 0.0
                     for i in range(lo, hi):
-                        t += y[i] * (fbuf[i - a] * sc)
-                        buf[i - a] = lam * y[i]
+                        t += ybuf[i - a] * (fbuf[i - a] * sc)
+                        buf[i - a] = lam * ybuf[i - a]
                     dot[s] += t
                     lo = hi
                     s += 1
@@ -490,31 +521,59 @@ def forward_add(
     return out
 
 
-def adjoint(plan: FastfoodPlan, y: np.ndarray) -> np.ndarray:
-    """``Pᵀ y``: ``y`` float32 ``(D,)`` → float32 ``(d,)``."""
-    y = _f32(y, plan.D, "y")
+def _pieces(plan: FastfoodPlan, y) -> tuple[np.ndarray, np.ndarray, list]:
+    """``(addresses, offsets, arrays to keep alive)`` of ``y``: one float32 ``(D,)`` array, or a
+    sequence of pieces (float32 arrays of any shape, read in C order, or ``None`` for zeros)
+    whose sizes add up to ``D``. Pieces are read in place: no concatenated copy of size D."""
+    if isinstance(y, np.ndarray):
+        y = [_f32(y, plan.D, "y")]
+    keep, ptrs, sizes = [], [], []
+    for j, p in enumerate(y):
+        if p is None:
+            raise ValueError(f"y piece {j} is None; give its size with an empty slot instead")
+        if isinstance(p, int):  # a zero piece of that many elements
+            ptrs.append(0)
+            sizes.append(p)
+            continue
+        a = np.ascontiguousarray(p, dtype=np.float32).reshape(-1)
+        keep.append(a)
+        ptrs.append(a.ctypes.data if a.size else 0)
+        sizes.append(a.size)
+    off = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=off[1:])
+    if off[-1] != plan.D:
+        raise ValueError(f"y: the pieces hold {int(off[-1])} numbers, expected D={plan.D}")
+    return np.asarray(ptrs, np.int64), off, keep
+
+
+def adjoint(plan: FastfoodPlan, y) -> np.ndarray:
+    """``Pᵀ y``: ``y`` float32 ``(D,)`` (or pieces, see :func:`_pieces`) → float32 ``(d,)``."""
+    yptr, yoff, keep = _pieces(plan, y)
     with _launch(plan.D):
-        z = _adjoint_kernel(y, *plan._args(), plan._nchunks())
+        z = _adjoint_kernel(yptr, yoff, *plan._args(), plan._nchunks())
+    del keep
     return plan._finish(z)
 
 
 def adjoint_said(
     plan: FastfoodPlan,
-    y: np.ndarray,
+    y,
     x: np.ndarray,
     seg_offsets: np.ndarray,
     seg_scales: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """SAID's backward in one pass: ``(Pᵀ(λ_seg ⊙ y) (d,), [Σ_{i∈s} y_i (P x)_i]_s (m,))``.
 
-    Both float32; ``y`` is the gradient w.r.t. θ ``(D,)``, ``x`` the current ``(d,)`` vector.
+    Both float32; ``y`` is the gradient w.r.t. θ, ``(D,)`` or in pieces (:func:`_pieces`),
+    ``x`` the current ``(d,)`` vector.
     """
-    y = _f32(y, plan.D, "y")
+    yptr, yoff, keep = _pieces(plan, y)
     x = _f32(x, plan.d, "x")
     off, sc = _segments(plan, seg_offsets, seg_scales)
     u = plan._u(x)
     with _launch(plan.D):
-        z, dots = _adjoint_said_kernel(y, u, off, sc, *plan._args(), plan._nchunks())
+        z, dots = _adjoint_said_kernel(yptr, yoff, u, off, sc, *plan._args(), plan._nchunks())
+    del keep
     return plan._finish(z), dots.astype(np.float32)
 
 
