@@ -263,14 +263,18 @@ def test_resolve_knows_families_sizes_and_metrics():
 def test_text_runs_go_through_the_training_loop(monkeypatch):
     import idcompress.training as training
     from idcompress.measure.tasks import TrainSettings, make_evaluators, resolve
+    from idcompress.training import DEFAULT_LR
 
     seen = []
 
     class Result:
         metrics = {"validation": {"accuracy": 0.75, "f1": 0.5}}
 
+    draws = []
+
     def fake_train(options, progress=True):
         seen.append(options)
+        draws.append(torch.rand(3))  # dropout's RNG: seeded by the run's seed
         assert Path(options.output_dir).parent.is_dir()  # a temporary run folder
         return Result()
 
@@ -285,5 +289,14 @@ def test_text_runs_go_through_the_training_loop(monkeypatch):
         "intrinsic", 300, 4, "said", 2, 0.02)
     assert (run.batch_size, run.max_train_samples, run.max_eval_samples, run.task) == (
         8, 64, 32, "builtin/movie-sentiment")
-    assert (full.method, full.seed, full.lr, full.epochs) == ("full", 4, 5e-5, 2)
+    assert (full.method, full.seed, full.lr, full.epochs) == ("full", 4, DEFAULT_LR["full"], 2)
     assert not Path(run.output_dir).exists()  # removed after the run
+    assert torch.equal(draws[0], draws[1])  # same seed, same dropout draws
+    # the caller's global RNG is restored; another seed draws differently
+    state = torch.get_rng_state()
+    ev(300, 5)
+    assert torch.equal(torch.get_rng_state(), state) and not torch.equal(draws[2], draws[0])
+    # without --lr the intrinsic runs take the loop's per-d default (0.2·sqrt(1000/d))
+    ev2, _ = make_evaluators(target, "said", TrainSettings(epochs=1))
+    ev2(300, 4)
+    assert seen[-1].lr is None and seen[-1].learning_rate == pytest.approx(0.2 * (1000 / 300) ** 0.5)
