@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from idcompress.cli.main import build_parser, main
-from idcompress.training.options import DEFAULT_LR, DEMO_PRESET, load_yaml_options
+from idcompress.training.options import DEFAULT_LR, DEMO_PRESET
 
 POSITIVE = ["a wonderful, moving film", "great acting and a lovely story", "i loved every minute",
             "funny, warm and delightful", "a superb and clever movie", "beautiful and touching"]
@@ -300,7 +300,8 @@ def test_every_glue_config_loads(path):
     opts = parse_options(["--config", path])
     assert opts.task == f"glue/{path.stem}"
     assert opts.max_train_samples is None  # a data source is named: no demo preset
-    assert opts.lr == load_yaml_options(path)["lr"]
+    assert opts.lr is None  # the per-d default applies
+    assert opts.learning_rate == pytest.approx(0.2 * (1000 / opts.dim) ** 0.5)
 
 
 def test_yaml_config_and_flag_override(tmp_path):
