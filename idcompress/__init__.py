@@ -11,8 +11,11 @@ import os as _os
 # training steps on 2 shared cores. Passive waiting costs little. Must be set before torch loads.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .checkpoint import peft_compat as _peft_compat  # noqa: F401  (registers peft_type "INTRINSIC" with PEFT)
-from .tuners import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
-from .version import __version__
+from ._lazy import lazy_getattr as _lazy_getattr  # noqa: E402
+from .checkpoint import peft_compat as _peft_compat  # noqa: E402,F401  (registers peft_type "INTRINSIC" with PEFT; imports neither torch nor peft)
+from .version import __version__  # noqa: E402
 
 __all__ = ["IntrinsicConfig", "IntrinsicModel", "__version__", "get_intrinsic_model"]
+__getattr__ = _lazy_getattr(__name__, {
+    "IntrinsicConfig": ".tuners", "IntrinsicModel": ".tuners", "get_intrinsic_model": ".tuners",
+})

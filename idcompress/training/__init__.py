@@ -1,8 +1,6 @@
 """Fine-tuning under Accelerate: options, model building per method, the loop, the summary."""
 
-from .loop import RunResult, evaluate, train
-from .methods import BuiltModel, build_model, load_classifier
-from .options import DEFAULT_LR, DEMO_PRESET, FinetuneOptions, load_yaml_options, merge_options
+from .._lazy import lazy_getattr
 
 __all__ = [
     "DEFAULT_LR",
@@ -17,3 +15,9 @@ __all__ = [
     "merge_options",
     "train",
 ]
+__getattr__ = lazy_getattr(__name__, {
+    "RunResult": ".loop", "evaluate": ".loop", "train": ".loop",
+    "BuiltModel": ".methods", "build_model": ".methods", "load_classifier": ".methods",
+    "DEFAULT_LR": ".options", "DEMO_PRESET": ".options", "FinetuneOptions": ".options",
+    "load_yaml_options": ".options", "merge_options": ".options",
+})
