@@ -1,4 +1,4 @@
-"""``idcompress finetune``: fine-tune a text classifier/regressor (intrinsic, full or LoRA).
+"""``idcompress finetune``: fine-tune a text or image classifier (intrinsic, full or LoRA).
 
 With no arguments it runs the built-in demo: packaged MiniLM-L6 on a subset of the built-in
 movie-review sentences, SAID with d=1000, in about five minutes on two CPU cores.
@@ -29,12 +29,16 @@ from ..training.options import (
 )
 
 DESCRIPTION = """\
-Fine-tune a pretrained text model on a classification or regression task.
+Fine-tune a pretrained text model on a classification or regression task, or an image model
+(--task image/<name> or imagefolder; --model efficientnet-lite0 or a transformers image
+classifier folder / hub id such as ViT, ConvNeXt, ResNet) on an image classification task.
 
 --method intrinsic (default) trains only a d-dimensional vector theta_d: every weight is
 theta0 + P theta_d with P a seeded random projection (SAID: Fastfood + one learned scale per
 tensor), so the checkpoint is the seed plus d numbers. --method full trains every weight;
---method lora trains PEFT LoRA adapters (r=8, alpha=16, query/value) and the head.
+--method lora trains PEFT LoRA adapters (r=8, alpha=16, query/value) and the head (text only).
+Under --method intrinsic every BatchNorm layer keeps the base's running statistics (eval mode),
+so the checkpoint rebuilds the trained model exactly.
 
 With no data source (--task, --train-file/--validation-file, --data-dir, or task: in --config)
 the built-in demo runs: model minilm-l6 on builtin/movie-sentiment with {demo}.
@@ -51,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     demo = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in DEMO_PRESET.items() if k != "task")
     p = subparsers.add_parser(
         "finetune",
-        help="fine-tune a text model (intrinsic subspace, full or LoRA)",
+        help="fine-tune a text or image model (intrinsic subspace, full or LoRA)",
         description=DESCRIPTION.format(demo=demo),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
@@ -61,10 +65,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--task", help="glue/<name> (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, "
                    "wnli) or builtin/movie-sentiment; local files follow the task's columns and "
-                   "labels (default: builtin/movie-sentiment)")
+                   "labels (default: builtin/movie-sentiment). Images: image/mnist-5k, "
+                   "image/fashion-mnist, image/digits, image/cifar10, image/cifar100, "
+                   "image/mnist, image/beans, or imagefolder with --data-dir")
     g.add_argument("--train-file", help="local training file (.tsv/.csv/.jsonl/.json/.parquet)")
     g.add_argument("--validation-file", help="local validation file")
-    g.add_argument("--data-dir", help="folder with train and validation/dev files of the task")
+    g.add_argument("--data-dir", help="folder with train and validation/dev files of the task; "
+                   "for imagefolder: <split>/<class>/<image> or <class>/<image>")
     g.add_argument("--text-columns", nargs="+", metavar="COL",
                    help="your column(s) holding the task's text field(s), in order")
     g.add_argument("--label-column", metavar="COL", help="your column holding the label")
@@ -73,11 +80,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--max-eval-samples", type=int, metavar="N",
                    help="evaluate on N rows drawn with the seed (default: all)")
     g.add_argument("--max-length", type=int, metavar="TOKENS",
-                   help="truncate inputs to this many tokens (default 128)")
+                   help="truncate inputs to this many tokens (default 128; text only)")
+    g.add_argument("--image-size", type=int, metavar="PX",
+                   help="resize images to PX x PX (image tasks; default: the model's size, 224 "
+                   "for efficientnet-lite0; refused when the model has an image processor)")
 
     g = p.add_argument_group("model and method")
-    g.add_argument("--model", help="packaged short name (minilm-l6), local folder or hub id "
-                   "(default minilm-l6)")
+    g.add_argument("--model", help="packaged short name (minilm-l6, efficientnet-lite0), local "
+                   "folder or hub id (default minilm-l6)")
     g.add_argument("--method", choices=METHODS, help="what to train (default intrinsic)")
     g.add_argument("--dim", type=int, metavar="D",
                    help=f"intrinsic dimension d, total trained numbers (default {DEFAULT_DIM})")

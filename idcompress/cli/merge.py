@@ -4,7 +4,11 @@ Loads the checkpoint onto its base (``IntrinsicModel.from_pretrained``), merges 
 the weights (``merge_and_unload``) and saves the base's own class with ``save_pretrained``
 (``config.json`` + ``model.safetensors``), plus the base's tokenizer and image processor when
 the base folder (or hub repo) has them, so that ``AutoModelFor….from_pretrained(DIR)`` works
-without idcompress. The folder is written to a temporary sibling and renamed into place; a
+without idcompress. A base that is not a transformers model but a registered plain-PyTorch
+architecture (``efficientnet-lite0``) is written as ``model.safetensors`` (its state dict,
+BatchNorm statistics included) + a ``config.json`` naming the architecture, labels and image
+preprocessing (:mod:`idcompress.models.saved`); ``idcompress.models.loading.load_base_model(DIR)``
+loads it back. The folder is written to a temporary sibling and renamed into place; a
 non-empty ``--out`` is refused unless ``--overwrite``. ``--force`` loads onto a base whose
 fingerprint differs from the checkpoint's, with a warning on stderr.
 """
@@ -53,7 +57,7 @@ def _save_preprocessing(base: str, revision: str | None, dest: Path) -> list[str
 def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, force: bool = False,
                      revision: str | None = None) -> dict:
     """Merge ``checkpoint`` into its base and write a transformers folder at ``out`` (atomic)."""
-    from ..checkpoint.format import _replace
+    from ..checkpoint.format import _normal_permissions, _replace
     from ..models import resolve_model_name
     from ..tuners.model import IntrinsicModel
 
@@ -69,31 +73,52 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     cfg = model.intrinsic_config
     merged = model.merge_and_unload()
+    arch = None
     if not hasattr(merged, "save_pretrained"):
-        raise ValueError(
-            f"the base {cfg.base_model_name_or_path!r} is a {type(merged).__name__}, not a transformers "
-            "model: merge writes transformers folders only"
-        )
+        from ..models.saved import architecture_of
+
+        arch = architecture_of(cfg.base_model_name_or_path)
+        if arch is None:
+            raise ValueError(
+                f"the base {cfg.base_model_name_or_path!r} is a {type(merged).__name__}, neither a "
+                "transformers model nor a registered architecture: merge cannot write it"
+            )
+        if cfg.num_labels is None:
+            raise ValueError(f"checkpoint {checkpoint}: num_labels is not recorded; merge needs it "
+                             f"to describe the {arch} folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        merged.save_pretrained(tmp)
         saved = []
-        if cfg.base_model_name_or_path:
+        if arch is not None:
+            from ..models.saved import save_module_folder
+
+            save_module_folder(merged, tmp, arch, cfg.num_labels, cfg.label_names,
+                               cfg.extra.get("image_preprocessing"))
+        else:
+            merged.save_pretrained(tmp)
+        if cfg.base_model_name_or_path and arch is None:
             base = resolve_model_name(cfg.base_model_name_or_path)
             saved = _save_preprocessing(base, cfg.revision, tmp)
+        _normal_permissions(tmp)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"out": str(out), "model_class": type(merged).__name__, "preprocessing": saved,
-            "files": sorted(p.name for p in out.iterdir())}
+            "architecture": arch, "files": sorted(p.name for p in out.iterdir())}
 
 
 def run(args: argparse.Namespace) -> int:
     result = merge_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite, force=args.force,
                               revision=args.revision)
-    extra = f" + {', '.join(result['preprocessing'])}" if result["preprocessing"] else " (no tokenizer found)"
+    if result["architecture"]:
+        extra = (f" ({result['architecture']}: state dict + config.json; load it with "
+                 "idcompress.models.loading.load_base_model(DIR))")
+    elif result["preprocessing"]:
+        extra = f" + {', '.join(result['preprocessing'])}"
+    else:
+        extra = " (no tokenizer or image processor found)"
     print(f"wrote {result['out']}: {result['model_class']}{extra}; files: {', '.join(result['files'])}")
     return 0
 
@@ -101,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "merge",
-        help="merge a checkpoint into its base and write a plain transformers folder",
+        help="merge a checkpoint into its base and write a plain transformers (or PyTorch) folder",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -4,6 +4,9 @@
 (with ``revision``) and records ``model._idcompress_new_keys`` from transformers' loading info,
 so the adapter initialises exactly the new head from the seeded generator. Other packages may
 register loaders for short names that are not transformers folders (``register_loader``).
+A folder written by :func:`idcompress.models.saved.save_module_folder` (a merged EfficientNet)
+loads as its module. For ``task_type="IMAGE_CLS"`` a pretrained head of another size than
+``num_labels`` is replaced (``ignore_mismatched_sizes``) and listed as new, like a missing one.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ def load_base_model(
     """The pretrained model ``name`` with a (possibly new) head for ``task_type``."""
     if name.lower() in _LOADERS:
         return _LOADERS[name.lower()](num_labels=num_labels, **kwargs)
+    from .saved import is_module_folder, load_module_folder
+
+    if is_module_folder(name):
+        return load_module_folder(name, num_labels=num_labels)
     import transformers
     from transformers.utils import logging as hf_logging
 
@@ -67,6 +74,8 @@ def load_base_model(
         extra["problem_type"] = problem_type
     if revision:
         extra["revision"] = revision
+    if task_type == "IMAGE_CLS":
+        extra.setdefault("ignore_mismatched_sizes", True)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised" notice is expected: we initialise them
     try:

@@ -1,5 +1,9 @@
 """Data for a fine-tuning run: load + tokenise the task's splits, and the data loaders.
 
+Text tasks are tokenised with the model's tokenizer once, up front; image tasks
+(:mod:`.images`) keep their images and turn each batch into ``pixel_values`` in the collate, so
+:func:`load_data` gives both the splits and the collate function the loaders use.
+
 Data order: the training set is shuffled once per epoch by :class:`EpochShuffleSampler`, a
 permutation drawn from a ``torch.Generator`` seeded by ``(seed, epoch)``. The order of epoch
 ``e`` is therefore a pure function of the seed and ``e``: a resumed run rebuilds it without any
@@ -11,7 +15,9 @@ iterator never draws from torch's global RNG (which drives dropout and is restor
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import datasets
 import torch
@@ -46,6 +52,38 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
 
+@dataclass
+class TaskData:
+    """The splits of a run and how a list of their rows becomes a batch of tensors.
+
+    ``image_preprocessing``: the resize/normalisation of an image task when it is not a
+    transformers image processor (``{"size", "mean", "std"}``), else ``None``.
+    """
+
+    spec: TaskSpec
+    train: datasets.Dataset
+    evals: dict[str, datasets.Dataset]
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+    image_preprocessing: dict[str, Any] | None = None
+
+
+def load_data(options: FinetuneOptions) -> TaskData:
+    """Splits and collate of ``options.task``: tokenised text, or images (``pixel_values``)."""
+    if options.is_image_task:
+        from .images import image_transform_for, load_image_splits
+
+        transform, prep = image_transform_for(options.model, options.image_size)
+        spec, train, evals = load_image_splits(options)
+        return TaskData(spec, train, evals, transform.collate, prep)
+    from transformers import AutoTokenizer
+
+    from ..models import resolve_model_name
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(options.model))
+    spec, train, evals = load_splits(options, tokenizer)
+    return TaskData(spec, train, evals, make_collator(tokenizer))
+
+
 def load_splits(options: FinetuneOptions, tokenizer
                 ) -> tuple[TaskSpec, datasets.Dataset, dict[str, datasets.Dataset]]:
     """(task spec, tokenised train split, ``{eval split: tokenised split}``)."""
@@ -66,11 +104,11 @@ def load_splits(options: FinetuneOptions, tokenizer
     return spec, tok["train"], {s: tok[s] for s in spec.eval_splits}
 
 
-def make_loaders(train: datasets.Dataset, evals: dict[str, datasets.Dataset], tokenizer,
+def make_loaders(train: datasets.Dataset, evals: dict[str, datasets.Dataset],
+                 collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
                  batch_size: int, seed: int
                  ) -> tuple[DataLoader, dict[str, DataLoader], EpochShuffleSampler]:
     """Training loader (shuffled per epoch), one sequential loader per eval split, the sampler."""
-    collate = make_collator(tokenizer)
     sampler = EpochShuffleSampler(len(train), seed)
     train_dl = DataLoader(
         train, batch_size=batch_size, sampler=sampler, collate_fn=collate,

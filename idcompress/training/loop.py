@@ -29,6 +29,14 @@ Choices made here:
   uninterrupted one.
 * ``stop_after_steps=N`` simulates an interruption after N optimizer steps (state saved, no
   checkpoint); the learning-rate schedule still spans all epochs.
+* Text and image tasks share this loop; only the data (:func:`.data.load_data`: tokenised text,
+  or images turned into ``pixel_values`` by the collate) and the model class differ. The loss is
+  the model's own ``loss`` when its output has one; a model that returns bare logits (or an
+  output without ``loss``) gets cross-entropy (MSE for regression) computed here.
+* BatchNorm under the intrinsic method: running statistics are buffers, outside seed + vector,
+  so every layer that has them stays in eval mode during training (θ₀'s statistics, never
+  updated; :func:`.methods.set_train_mode`). That is what lets the tiny checkpoint of a CNN
+  such as EfficientNet-Lite0 reproduce the evaluated model exactly.
 """
 
 from __future__ import annotations
@@ -42,12 +50,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data import TaskSpec, compute_metrics
 from . import state as st
-from .data import load_splits, make_loaders
-from .methods import BuiltModel, build_model, checkpoint_bytes, load_intrinsic, save_model
+from .data import load_data, make_loaders
+from .methods import (
+    BuiltModel,
+    build_model,
+    checkpoint_bytes,
+    load_intrinsic,
+    save_model,
+    set_train_mode,
+)
 from .options import FinetuneOptions
 
 
@@ -123,6 +139,27 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
+def _logits_and_loss(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits, the model's own loss or None) of a model output or a bare logits tensor."""
+    if isinstance(out, torch.Tensor):
+        return out, None
+    logits = getattr(out, "logits", None)
+    if logits is None:
+        raise ValueError(f"the model returned a {type(out).__name__} without logits")
+    return logits, getattr(out, "loss", None)
+
+
+def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], spec: TaskSpec) -> torch.Tensor:
+    """The training loss of one batch (see the module docstring)."""
+    logits, loss = _logits_and_loss(model(**batch))
+    if loss is not None:
+        return loss
+    labels = batch["labels"]
+    if spec.is_regression:
+        return F.mse_loss(logits.float().reshape(labels.shape), labels.float())
+    return F.cross_entropy(logits.float(), labels.long())
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loaders: dict, spec: TaskSpec, accelerator
              ) -> dict[str, dict[str, float]]:
@@ -133,7 +170,7 @@ def evaluate(model: nn.Module, loaders: dict, spec: TaskSpec, accelerator
     for split, loader in loaders.items():
         preds, labels = [], []
         for batch in loader:
-            logits = model(**batch).logits
+            logits, _ = _logits_and_loss(model(**batch))
             p, y = accelerator.gather_for_metrics((logits, batch["labels"]))
             preds.append(p.float().cpu())
             labels.append(y.cpu())
@@ -182,20 +219,29 @@ class _Run:
             setattr(self, k, data[k])
 
 
-_REPORT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+_REPORT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 REPORT_MAX_INPUTS = 2000
 
 
 def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
-    """The geometry report (base θ₀ vs tuned, per layer) on up to 2,000 validation inputs."""
+    """The geometry report (base θ₀ vs tuned, per layer) on up to 2,000 validation inputs.
+
+    Needs a transformers base (its ``hidden_states``); skipped, with a note, for other models.
+    """
+    from transformers import PreTrainedModel
+
     from ..geometry import format_table
     from ..geometry.pipeline import checkpoint_facts, report_on_batches
 
+    if not isinstance(model.base_model, PreTrainedModel):
+        print(f"geometry report skipped: {type(model.base_model).__name__} is not a transformers "
+              "model (no hidden_states)")
+        return None
     batches, n = [], 0
     for batch in eval_dl:
         b = {k: v for k, v in batch.items() if k in _REPORT_KEYS}
         batches.append(b)
-        n += b["input_ids"].shape[0]
+        n += next(iter(b.values())).shape[0]
         if n >= REPORT_MAX_INPUTS:
             break
     try:
@@ -214,9 +260,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     Every check of the input (output folder, data, ``--dim``) happens before the first step.
     """
     from accelerate import Accelerator
-    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
-
-    from ..models import resolve_model_name
+    from transformers import get_linear_schedule_with_warmup
 
     t0 = time.perf_counter()
     options.validate()
@@ -240,10 +284,10 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         st.check_resumable(saved, options.to_dict(), out_dir)
     accelerator.wait_for_everyone()
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(options.model))
     with accelerator.main_process_first():
-        spec, train_ds, eval_dss = load_splits(options, tokenizer)
-    built: BuiltModel = build_model(options, spec)
+        data = load_data(options)
+    spec = data.spec
+    built: BuiltModel = build_model(options, spec, data.image_preprocessing)
     model = built.model
     result = RunResult(options=options, output_dir=out_dir, task=spec.name,
                        main_metric=spec.main_metric, method=built.method, d=built.d, D=built.D,
@@ -252,8 +296,8 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     if is_main and not options.resume:
         st.write_json_atomic(out_dir / st.OPTIONS_FILE, options.to_dict())
 
-    train_dl, eval_dls, sampler = make_loaders(train_ds, eval_dss, tokenizer, options.batch_size,
-                                               options.seed)
+    train_dl, eval_dls, sampler = make_loaders(data.train, data.evals, data.collate,
+                                               options.batch_size, options.seed)
     prepared = accelerator.prepare(train_dl, *eval_dls.values())
     train_dl, eval_dls = prepared[0], dict(zip(eval_dls, prepared[1:]))
     steps_per_epoch = math.ceil(len(train_dl) / options.grad_accum)
@@ -331,7 +375,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
         if skip:
             loader.set_epoch(epoch)
-        model.train()
+        set_train_mode(model, built.method)  # intrinsic: BatchNorm statistics stay θ₀'s
         # the running loss of an interrupted epoch continues where it stopped (on process 0)
         loss_sum = torch.tensor(run.epoch_loss_sum if skip and is_main else 0.0,
                                 device=accelerator.device)
@@ -339,7 +383,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         save_pending = stop_pending = False
         for i, batch in enumerate(loader, start=skip):
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = compute_loss(model, batch, spec)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -404,7 +448,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     unwrapped = accelerator.unwrap_model(model)
     ckpt = out_dir / "checkpoint"
     if is_main:
-        ckpt = save_model(unwrapped, built.method, ckpt)
+        ckpt = save_model(unwrapped, built.method, ckpt, built.module_folder)
     accelerator.wait_for_everyone()
     result.checkpoint = ckpt
     result.checkpoint_bytes = checkpoint_bytes(ckpt)

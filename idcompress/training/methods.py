@@ -9,6 +9,17 @@
 
 For ``full`` and ``lora`` the new head is initialised from the same seeded generator as for
 ``intrinsic`` (stream ``init/<name>``), so the three methods start from the same model.
+
+Image tasks load ``AutoModelForImageClassification`` (or a registered plain-PyTorch model such as
+``efficientnet-lite0``) with a head of the task's size; ``lora`` is refused for them by the
+options. A model without ``save_pretrained`` is saved by ``full`` as a module folder
+(:mod:`idcompress.models.saved`).
+
+Normalisation statistics (:func:`set_train_mode`): the running mean/variance of BatchNorm layers
+are buffers, not parameters, so they are not part of seed + vector. The intrinsic method
+therefore trains with every such layer in eval mode: it normalises with θ₀'s frozen statistics
+and never updates them, so the tiny checkpoint rebuilds exactly the model that was evaluated.
+``full`` trains them as usual (they are saved with the weights).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -37,6 +49,8 @@ class BuiltModel:
     base_params: int  # parameters of the classifier before wrapping (the fp32 baseline)
     d: int | None  # intrinsic dimension (intrinsic only)
     D: int | None  # parameters tuned through P (intrinsic only)
+    #: ``save_module_folder`` arguments for a model without ``save_pretrained`` (full only)
+    module_folder: dict[str, Any] | None = None
 
 
 def load_classifier(name: str, spec: TaskSpec) -> nn.Module:
@@ -55,13 +69,42 @@ def load_classifier(name: str, spec: TaskSpec) -> nn.Module:
     )
 
 
+def load_image_classifier(name: str, spec: TaskSpec) -> nn.Module:
+    """An image classifier with ``spec.num_labels`` outputs: ``AutoModelForImageClassification``
+    from a folder or hub id, or a registered plain-PyTorch model (``efficientnet-lite0``).
+
+    A pretrained head of another size is replaced; the new head is listed in
+    ``model._idcompress_new_keys``.
+    """
+    from ..models.loading import load_base_model
+
+    try:
+        return load_base_model(name, task_type="IMAGE_CLS", num_labels=spec.num_labels,
+                               label_names=list(spec.label_names),
+                               problem_type="single_label_classification")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--model {name!r} does not load as an image classifier: {e}") from None
+
+
+def _task_type(options: FinetuneOptions) -> str:
+    return "IMAGE_CLS" if options.is_image_task else "SEQ_CLS"
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def build_model(options: FinetuneOptions, spec: TaskSpec) -> BuiltModel:
-    """The model for ``options.method``; ``ValueError`` naming ``--dim`` for an impossible d."""
-    model = load_classifier(options.model, spec)
+def build_model(options: FinetuneOptions, spec: TaskSpec,
+                image_preprocessing: dict[str, Any] | None = None) -> BuiltModel:
+    """The model for ``options.method``; ``ValueError`` naming ``--dim`` for an impossible d.
+
+    ``image_preprocessing`` (image tasks without an image processor) is recorded in the
+    intrinsic checkpoint's config (``extra``) and in a saved module folder.
+    """
+    if options.is_image_task:
+        model = load_image_classifier(options.model, spec)
+    else:
+        model = load_classifier(options.model, spec)
     base_params = count_parameters(model)
     if options.method == "intrinsic":
         from ..tuners import IntrinsicConfig, get_intrinsic_model
@@ -70,11 +113,12 @@ def build_model(options: FinetuneOptions, spec: TaskSpec) -> BuiltModel:
             d=options.dim,
             projection=options.projection,
             seed=options.seed,
-            task_type="SEQ_CLS",
+            task_type=_task_type(options),
             base_model_name_or_path=options.model,
             label_names=None if spec.is_regression else list(spec.label_names),
             num_labels=spec.num_labels,
             problem_type="regression" if spec.is_regression else "single_label_classification",
+            extra={"image_preprocessing": image_preprocessing} if image_preprocessing else {},
         )
         try:
             wrapped = get_intrinsic_model(model, config)
@@ -87,7 +131,18 @@ def build_model(options: FinetuneOptions, spec: TaskSpec) -> BuiltModel:
     if options.method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
-        return BuiltModel(model, "full", base_params, None, None)
+        folder = None
+        if not hasattr(model, "save_pretrained"):
+            from ..models.saved import architecture_of
+
+            arch = architecture_of(options.model)
+            if arch is None:
+                raise ValueError(f"--method full: model {options.model!r} has no save_pretrained "
+                                 "and is not a registered architecture; it cannot be saved")
+            folder = {"architecture": arch, "num_labels": spec.num_labels,
+                      "label_names": list(spec.label_names) or None,
+                      "image_preprocessing": image_preprocessing}
+        return BuiltModel(model, "full", base_params, None, None, module_folder=folder)
     if options.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -107,13 +162,34 @@ def _init_head(model: nn.Module, seed: int) -> None:
     init_new_params(model, names, seed, init_std_for(model, None))
 
 
-def save_model(model: nn.Module, method: str, path: str | os.PathLike) -> Path:
+def set_train_mode(model: nn.Module, method: str) -> int:
+    """``model.train()``; for ``intrinsic``, every layer with running statistics back in eval mode.
+
+    Returns the number of layers kept in eval mode (see the module docstring for why).
+    """
+    model.train()
+    if method != "intrinsic":
+        return 0
+    frozen = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            module.eval()
+            frozen += 1
+    return frozen
+
+
+def save_model(model: nn.Module, method: str, path: str | os.PathLike,
+               module_folder: dict[str, Any] | None = None) -> Path:
     """Write the trained model to ``path`` (intrinsic: the tiny checkpoint; full: the whole
-    model; lora: the PEFT adapter); returns the path written."""
+    model, as a module folder when ``module_folder`` is given; lora: the PEFT adapter)."""
     path = Path(path)
     if method == "intrinsic":
         out = model.save_pretrained(path, overwrite=True)
         return Path(out) if out is not None else path
+    if module_folder is not None:
+        from ..models.saved import save_module_folder
+
+        return save_module_folder(model, path, **module_folder)
     model.save_pretrained(path, safe_serialization=True)
     return path
 

@@ -8,6 +8,11 @@ YAML keys are the flag names with underscores (``batch_size: 32``; ``batch-size`
 too). An unknown key is a ``ValueError`` naming the key and the file. Values are checked against
 the field types (``lr: 2e-5``, which YAML 1.1 reads as a string, is accepted as a float).
 
+Image tasks (``image/<name>``, ``imagefolder``) take ``image_size`` and refuse the text-only
+options (``max_length``, ``text_columns``, ``label_column``, ``train_file``/``validation_file``)
+with an error naming the flag; ``image_size`` with a text task is refused the same way. LoRA is
+text-only (its targets are the attention ``query``/``value`` layers of BERT-like models).
+
 ``lr`` left unset takes the method's default from :data:`DEFAULT_LR`: the intrinsic vector
 moves every weight through a unit-norm projection, so it needs a learning rate thousands of times
 that of full fine-tuning. The defaults come from runs of MiniLM-L6 on ``builtin/movie-sentiment``
@@ -62,6 +67,7 @@ class FinetuneOptions:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_length: int = 128
+    image_size: int | None = None
     # model and method
     model: str = "minilm-l6"
     method: str = "intrinsic"
@@ -102,7 +108,7 @@ class FinetuneOptions:
                                  f"{list(allowed)}")
         positive = ("dim", "epochs", "batch_size", "grad_accum", "max_length",
                     "max_train_samples", "max_eval_samples", "early_stop", "save_every",
-                    "stop_after_steps")
+                    "stop_after_steps", "image_size")
         for name in positive:
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -123,9 +129,65 @@ class FinetuneOptions:
                              f"{missing} is missing")
         if self.resume and not self.output_dir:
             raise ValueError("--resume needs --output-dir (the folder of the run to continue)")
+        self._validate_modality()
+
+    @property
+    def is_image_task(self) -> bool:
+        """True for ``image/<name>`` and ``imagefolder`` tasks."""
+        return is_image_task(self.task)
+
+    def _validate_modality(self) -> None:
+        """Text-only flags with an image task (and the reverse) are refused, naming the flag."""
+        if not self.is_image_task:
+            from ..models.saved import ARCHITECTURES
+
+            if self.image_size is not None:
+                raise ValueError(f"--image-size={self.image_size} is for image tasks (image/<name>, "
+                                 f"imagefolder); task {self.task!r} is a text task")
+            if self.model.strip().lower() in ARCHITECTURES:
+                raise ValueError(f"--model {self.model!r} is an image model; task {self.task!r} "
+                                 "is a text task (image tasks: --task image/<name> or imagefolder)")
+            return
+        from ..data.images import known_image_tasks
+
+        task = self.task
+        if task.strip().lower() not in known_image_tasks():
+            raise ValueError(f"--task {task!r}: image task is unknown; known image tasks: "
+                             f"{', '.join(known_image_tasks())}")
+        text_only = {"train_file": "--train-file", "validation_file": "--validation-file",
+                     "text_columns": "--text-columns", "label_column": "--label-column"}
+        for name, flag in text_only.items():
+            if getattr(self, name) is not None:
+                raise ValueError(f"{flag}={getattr(self, name)!r} is for text tasks; image task "
+                                 f"{task!r} reads its own image/label columns (a local image "
+                                 "folder: --task imagefolder --data-dir DIR)")
+        if self.max_length != FIELDS["max_length"].default:
+            raise ValueError(f"--max-length={self.max_length} is for text tasks (tokens); image "
+                             f"task {task!r} takes --image-size instead")
+        key = task.strip().lower()
+        if key == "imagefolder" and not self.data_dir:
+            raise ValueError("--task imagefolder needs --data-dir DIR (a folder of "
+                             "<split>/<class>/<image> or <class>/<image> files)")
+        if self.data_dir and key not in IMAGE_TASKS_WITH_DATA_DIR:
+            raise ValueError(f"--data-dir={self.data_dir!r} is not used by task {task!r}; only "
+                             f"{' and '.join(IMAGE_TASKS_WITH_DATA_DIR)} read a folder")
+        if self.method == "lora":
+            raise ValueError(f"--method lora is for text models (LoRA on attention query/value); "
+                             f"image task {task!r} takes --method intrinsic or full")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+IMAGE_TASKS_WITH_DATA_DIR = ("imagefolder", "image/fashion-mnist")
+
+
+def is_image_task(task: str | None) -> bool:
+    """``image/<name>`` or ``imagefolder`` (case-insensitive)."""
+    if not isinstance(task, str):
+        return False
+    key = task.strip().lower()
+    return key.startswith("image/") or key == "imagefolder"
 
 
 def default_lr(method: str, dim: int) -> float:
@@ -244,4 +306,8 @@ def merge_options(explicit: dict[str, Any], yaml_values: dict[str, Any] | None =
     merged.update({k: v for k, v in explicit.items() if k in FIELDS})
     if merged.get("task") is None:
         merged["task"] = DEFAULT_TASK
+    if is_image_task(merged["task"]) and ("max_length" in explicit or "max_length" in yaml_values):
+        value = explicit.get("max_length", yaml_values.get("max_length"))
+        raise ValueError(f"--max-length={value} is for text tasks (tokens); image task "
+                         f"{merged['task']!r} takes --image-size instead")
     return FinetuneOptions(**merged)
