@@ -359,3 +359,23 @@ def test_image_size_with_an_image_processor_is_refused(tmp_path, capsys, tiny_vi
     err = capsys.readouterr().err
     assert "--image-size=64" in err and "image processor" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_efficientnet_run_ends_with_a_geometry_report_per_block(tmp_path):
+    """Not a transformers model: the report's layers come from hooks on the listed blocks."""
+    from idcompress.models.efficientnet_lite import EfficientNetLite0
+
+    out = tmp_path / "run"
+    args = [a for a in EFF_ARGS if a != "--no-report"]
+    args[args.index("--max-eval-samples") + 1] = "64"  # the estimators need a few dozen points
+    assert run_cli("finetune", *args, "--epochs", "1", "--output-dir", out) == 0
+    final = json.loads((out / "metrics.json").read_text())
+    assert final["report"] == str(out / "geometry")
+    geometry = json.loads((out / "geometry" / "geometry.json").read_text())
+    names = EfficientNetLite0(num_classes=10, seed=0).report_module_names
+    assert len(names) == 18 and names[0] == "_bn0" and names[-1] == "_bn1"
+    mean = geometry["poolings"]["mean"]  # feature maps are mean-pooled over space
+    assert list(geometry["poolings"]) == ["mean"] and len(mean["layers"]) == len(names)
+    assert mean["hidden_sizes"][0] == 32 and mean["hidden_sizes"][-1] == 1280
+    assert len(mean["base"]["rankme"]) == len(names) and "rankme" in geometry["metrics"]
+    assert (out / "geometry" / "report.md").is_file()

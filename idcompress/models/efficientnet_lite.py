@@ -168,6 +168,11 @@ class EfficientNetLite0(nn.Module):
         if not _meta:
             materialize_(self, seed, mode="fan_out")
 
+    @property
+    def report_module_names(self) -> list[str]:
+        """Layers of the geometry report: the stem, every MBConv block and the head conv."""
+        return ["_bn0", *(f"_blocks.{i}" for i in range(len(self._blocks))), "_bn1"]
+
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pooled features ``(N, 1280)`` after the head conv, before dropout and ``_fc``."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:

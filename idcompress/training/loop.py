@@ -226,17 +226,24 @@ REPORT_MAX_INPUTS = 2000
 def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
     """The geometry report (base θ₀ vs tuned, per layer) on up to 2,000 validation inputs.
 
-    Needs a transformers base (its ``hidden_states``); skipped, with a note, for other models.
+    Layers: a transformers base's ``hidden_states``; for other models the outputs of the
+    submodules the base lists in ``report_module_names`` (e.g. EfficientNet-Lite0's blocks,
+    feature maps mean-pooled over space), captured by forward hooks. Skipped, with a note, for
+    a model with neither.
     """
     from transformers import PreTrainedModel
 
     from ..geometry import format_table
     from ..geometry.pipeline import checkpoint_facts, report_on_batches
 
+    module_names = None
     if not isinstance(model.base_model, PreTrainedModel):
-        print(f"geometry report skipped: {type(model.base_model).__name__} is not a transformers "
-              "model (no hidden_states)")
-        return None
+        names = getattr(model.base_model, "report_module_names", None)
+        if not names:
+            print(f"geometry report skipped: {type(model.base_model).__name__} is not a "
+                  "transformers model (no hidden_states) and lists no report_module_names")
+            return None
+        module_names = [f"base_model.{n}" for n in names]
     batches, n = [], 0
     for batch in eval_dl:
         b = {k: v for k, v in batch.items() if k in _REPORT_KEYS}
@@ -246,7 +253,8 @@ def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
             break
     try:
         res = report_on_batches(model, batches, out_dir / "geometry",
-                                facts=checkpoint_facts(model, result.checkpoint_bytes))
+                                facts=checkpoint_facts(model, result.checkpoint_bytes),
+                                module_names=module_names)
     except ValueError as e:  # e.g. too few validation inputs for the estimators
         print(f"geometry report skipped: {e}")
         return None
