@@ -73,6 +73,7 @@ def plot_series(
     title: str | None = None,
 ) -> Path:
     """Draw ``series`` to the PNG ``path`` (folders created); returns the path."""
+    from matplotlib import ticker
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -107,7 +108,8 @@ def plot_series(
                 [s.d_frac], [y], xerr=[[s.d_frac - lo], [max(hi_plot - s.d_frac, 0)]],
                 fmt="*", ms=12, color=color, mec="black", mew=0.6, capsize=4, zorder=5,
             )
-            ax.annotate(f"d{100 * fraction:g}={s.d_frac}", (s.d_frac, y), xytext=(4, 6 + 11 * i),
+            span = f" [{lo}, {'>' + str(max(all_d)) if hi is None else hi}]"
+            ax.annotate(f"d{100 * fraction:g}={s.d_frac}{span}", (s.d_frac, y), xytext=(4, 6 + 11 * i),
                         textcoords="offset points", fontsize=8, color=color)
     if shared:
         (b,) = baselines
@@ -120,7 +122,11 @@ def plot_series(
         top = max(hi, *tops)
         ax.set_ylim(lo, top + 0.05 * (top - lo))
     ax.set_xscale("log")
-    ax.set_xlabel("subspace dimension d")
+    # plain numbers at 1-2-5 steps (matplotlib's own minor labels overlap on short ranges)
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("subspace dimension d (star: d at the threshold, bar: 95% interval over seeds)")
     ax.set_ylabel(metric)
     ax.set_title(title or f"intrinsic dimension: {metric} vs d")
     ax.grid(True, which="both", alpha=0.25)
