@@ -5,7 +5,8 @@ Families (:func:`resolve`):
 - ``digits``: ``builtin/digits`` (scikit-learn's 8×8 digits, :mod:`.digits`) with ``mlp``
   (64 hidden units) or ``mlp-<w1>-…`` (those hidden widths). Full-batch Adam by default.
 - ``image``: ``image/mnist-5k``, ``image/digits``, ``image/fashion-mnist`` with ``fc-<w1>-…`` or
-  ``lenet`` trained from scratch (:mod:`.images`).
+  ``lenet`` trained from scratch, ``efficientnet-lite0`` (packaged ImageNet weights, new head
+  from the seed) or ``efficientnet-lite0-scratch`` (same net, θ₀ from the seed) (:mod:`.images`).
 - ``text``: a task of :func:`idcompress.data.get_task` (``builtin/movie-sentiment``, ``glue/*``)
   with a pretrained text model (``minilm-l6``, a local folder or a hub id), fine-tuned through
   the training loop :func:`idcompress.training.train` (:func:`evaluate_text`). Its size is read
@@ -31,11 +32,17 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .images import IMAGE_TASKS, evaluate_image, evaluate_image_full, parse_model
+from .images import (
+    EFFICIENTNET_MODELS,
+    IMAGE_TASKS,
+    evaluate_image,
+    evaluate_image_full,
+    parse_model,
+)
 
 DIGITS_TASK = "builtin/digits"
 _MLP = re.compile(r"mlp(-[1-9][0-9]*)*")
-_IMAGE_MODEL = re.compile(r"(fc(-[0-9]+)*|lenet|mlp(-[0-9]+)*)")
+_IMAGE_MODEL = re.compile(r"(fc(-[0-9]+)*|lenet|mlp(-[0-9]+)*|efficientnet-lite0(-scratch)?)")
 METRIC = "accuracy"
 
 
@@ -69,6 +76,13 @@ DEFAULTS: dict[str, dict] = {
     # (training.options.default_lr); full fine-tuning 1e-4 (training.options.DEFAULT_LR)
     "text": {"epochs": 3, "lr": None, "batch_size": 32, "baseline_lr": 1e-4, "max_length": 128},
 }
+_EFFICIENTNET_DEFAULTS = {"epochs": 3, "lr": None, "batch_size": 32, "baseline_lr": 3e-4}
+MODEL_DEFAULTS: dict[str, dict] = {
+    # lr None: images.intrinsic_lr, 0.1·sqrt(1000/d); pilot in
+    # recipes/efficientnet-lite0-pretrained-vs-scratch.yaml (MNIST-5k, 1,000 images, 64 px)
+    **{name: _EFFICIENTNET_DEFAULTS for name in EFFICIENTNET_MODELS},
+}
+"""Defaults of one model over its family's (:data:`DEFAULTS`)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +108,8 @@ def _digits_widths(model: str) -> tuple[int, ...]:
 def resolve(task: str, model: str, metric: str | None = None) -> Target:
     """Check that ``model`` can be measured on ``task``; ``ValueError`` naming both otherwise.
 
-    For digits and image models this builds the net once (seed 0) to know ``D`` and ``m``.
+    For digits and small image models this builds the net once (seed 0) to know ``D`` and ``m``;
+    EfficientNet is counted on the meta device (no weights read).
     ``metric`` defaults to the task's main metric; images and digits have only ``accuracy``.
     """
     if not isinstance(task, str) or not task.strip():
@@ -189,9 +204,10 @@ def check_dims(target: Target, dims: list[int], projection: str) -> None:
 
 
 def settings_for(target: Target, settings: TrainSettings) -> dict:
-    """``settings`` with the family's defaults filled in (``baseline_epochs`` ← ``epochs``)."""
+    """``settings`` with the model's, then the family's defaults filled in
+    (``baseline_epochs`` ← ``epochs``)."""
     out = {k: v for k, v in vars(settings).items() if v is not None}
-    for k, v in DEFAULTS[target.family].items():
+    for k, v in {**DEFAULTS[target.family], **MODEL_DEFAULTS.get(target.model, {})}.items():
         out.setdefault(k, v)
     out.setdefault("epochs", DEFAULTS[target.family]["epochs"])
     out.setdefault("baseline_epochs", out["epochs"])
