@@ -53,6 +53,22 @@ def test_help_describes_the_command(capsys):
                  "--devices", "--recipe"):
         assert flag in out
     assert "fc-<w1>-<w2>" in out and "lenet" in out and "d90" in out
+    assert "efficientnet-lite0-scratch" in out
+    # lr None is shown as the rule it stands for, not as "full batch"
+    assert "text tasks: epochs 3, lr 0.2*sqrt(1000/d)" in " ".join(out.split())
+    assert "lr full batch" not in " ".join(out.split())
+
+
+def test_cli_parser_imports_no_torch():
+    """``idcompress --help`` and every subcommand's parser stay fast: nothing heavy imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from idcompress.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'numba') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_digits_sweep_writes_results_and_resumes(tmp_path, capsys, monkeypatch):

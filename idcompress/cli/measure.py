@@ -33,7 +33,10 @@ Tasks and models:
   builtin/digits                                  mlp, mlp-<w1>-... (8x8 digits, from scratch)
   image/mnist-5k, image/digits, image/fashion-mnist
                                                   fc-<w1>-<w2>... (e.g. fc-200-200), lenet
-                                                  (from scratch; theta0 seeded by the seed)
+                                                  (from scratch; theta0 seeded by the seed),
+                                                  efficientnet-lite0 (packaged ImageNet weights,
+                                                  new head from the seed; 64 px inputs) or
+                                                  efficientnet-lite0-scratch (same net, seeded)
   builtin/movie-sentiment, glue/<task>            minilm-l6, a local folder or a hub id
                                                   (pretrained; the training loop of finetune)
 
@@ -105,12 +108,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _training_defaults() -> str:
-    from ..measure.tasks import DEFAULTS
+    from ..measure.defaults import DEFAULTS, LR_RULES, MODEL_DEFAULTS
+
+    def show(k, v, rule_key):
+        if v is None:
+            v = "full batch" if k == "batch_size" else LR_RULES.get(rule_key, "default")
+        return f"{k.replace('_', '-')} {v}"
 
     names = {"digits": "builtin/digits", "image": "image tasks", "text": "text tasks"}
-    parts = [f"{names[fam]}: " + ", ".join(f"{k.replace('_', '-')} {'full batch' if v is None else v}"
-                                            for k, v in d.items())
+    parts = [f"{names[fam]}: " + ", ".join(show(k, v, fam) for k, v in d.items())
              for fam, d in DEFAULTS.items()]
+    parts += [f"{model}: " + ", ".join(show(k, v, model) for k, v in d.items())
+              for model, d in MODEL_DEFAULTS.items()]
     return "defaults: " + "; ".join(parts)
 
 

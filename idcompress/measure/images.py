@@ -47,14 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defaults import EFFICIENTNET_MODELS, IMAGE_TASKS  # noqa: F401  (re-exported)
 from .digits import _intra_op_threads
 
-IMAGE_TASKS = ("image/mnist-5k", "image/digits", "image/fashion-mnist")
 LENET_MIN_SIZE = 12  # conv 5 (pad 2), pool 2, conv 5, pool 2 needs ≥ 12 px
 LENET_RESIZE = 28
 _FC = re.compile(r"fc(-[1-9][0-9]*)+")
 EVAL_BATCH = 2048
-EFFICIENTNET_MODELS = ("efficientnet-lite0", "efficientnet-lite0-scratch")
 EFFICIENTNET_SIZE = 64  # default input side for EfficientNet (px); 28 px MNIST is upsampled
 EFFICIENTNET_EVAL_BATCH = 256  # activations of a 2048 batch at 64 px would take ~2 GB
 INTRINSIC_LR_AT_1000 = 0.1  # Adam lr of θ_d at d = 1000 (EfficientNet pilot, recipes/efficientnet-*)

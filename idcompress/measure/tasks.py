@@ -32,13 +32,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .images import (
-    EFFICIENTNET_MODELS,
-    IMAGE_TASKS,
-    evaluate_image,
-    evaluate_image_full,
-    parse_model,
-)
+# the tables are in a module without torch: ``idcompress measure --help`` prints them
+from .defaults import DEFAULTS, IMAGE_TASKS, MODEL_DEFAULTS  # noqa: F401  (re-exported)
 
 DIGITS_TASK = "builtin/digits"
 _MLP = re.compile(r"mlp(-[1-9][0-9]*)*")
@@ -67,22 +62,6 @@ class TrainSettings:
     num_threads: int | None = None
 
 
-DEFAULTS: dict[str, dict] = {
-    # full-batch steps (batch_size None); tuned in digits.py
-    "digits": {"epochs": 300, "lr": 0.05, "batch_size": None, "baseline_lr": 0.01},
-    # Adam; found on image/mnist-5k with fc-200-200 and lenet (see recipes/li2018-*.yaml)
-    "image": {"epochs": 30, "lr": 0.03, "batch_size": 128, "baseline_lr": 0.001},
-    # lr None: the training loop's default for each run, 0.2·sqrt(1000/d) for the intrinsic runs
-    # (training.options.default_lr); full fine-tuning 1e-4 (training.options.DEFAULT_LR)
-    "text": {"epochs": 3, "lr": None, "batch_size": 32, "baseline_lr": 1e-4, "max_length": 128},
-}
-_EFFICIENTNET_DEFAULTS = {"epochs": 3, "lr": None, "batch_size": 32, "baseline_lr": 3e-4}
-MODEL_DEFAULTS: dict[str, dict] = {
-    # lr None: images.intrinsic_lr, 0.1·sqrt(1000/d); pilot in
-    # recipes/efficientnet-lite0-pretrained-vs-scratch.yaml (MNIST-5k, 1,000 images, 64 px)
-    **{name: _EFFICIENTNET_DEFAULTS for name in EFFICIENTNET_MODELS},
-}
-"""Defaults of one model over its family's (:data:`DEFAULTS`)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +107,8 @@ def resolve(task: str, model: str, metric: str | None = None) -> Target:
         D = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
         return Target(t, m, "digits", METRIC, D, 2 * (len(sizes) - 1))
     if t in IMAGE_TASKS:
+        from .images import parse_model
+
         try:
             parse_model(m)
         except ValueError as e:
@@ -234,6 +215,8 @@ def make_evaluators(
         common = dict(task=target.task, model=target.model,
                       batch_size=s["batch_size"], max_train_samples=s.get("max_train_samples"),
                       max_eval_samples=s.get("max_eval_samples"), num_threads=threads)
+        from .images import evaluate_image, evaluate_image_full
+
         ev = functools.partial(evaluate_image, projection=projection, epochs=s["epochs"],
                                lr=s["lr"], **common)
         base = functools.partial(evaluate_image_full, epochs=s["baseline_epochs"],

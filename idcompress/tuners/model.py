@@ -7,6 +7,12 @@ sets it as a plain attribute of the owning module(s); then the base model runs u
 gradient reaches ``theta_d`` as ``Pᵀ ∇θ`` through the projection's custom backward. Between
 forwards the modules keep the last composed tensors (so gradient checkpointing recomputes with the
 same weights); under ``torch.no_grad`` the composition is cached until ``theta_d`` changes.
+
+The fused CPU path (numba Fastfood, float32) writes θ into one persistent buffer of D floats and
+rewrites it only when the values of θ_d or λ changed (several forwards of one step, e.g. gradient
+accumulation, compose once); the per-tensor gradients go to the adjoint kernel in place. A graph
+that still holds an older θ (built before θ_d changed) raises at ``backward`` instead of using
+the new values.
 """
 
 from __future__ import annotations
