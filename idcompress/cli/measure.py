@@ -7,9 +7,9 @@ underscores), explicit flags. Every input is checked before the first run: a bad
 
 Besides ``results.csv``/``results.json``/``d_curve.png`` of :func:`idcompress.measure.measure`,
 each output directory holds ``settings.json``: the training settings its scores were produced
-with. A rerun with other settings (epochs, learning rates, batch size, data limits) is refused
-rather than mixing incomparable scores; dims, seeds, fraction and projections may change freely
-(finished runs are reused, only missing ones run).
+with. A rerun with other settings (epochs, learning rates, batch size, data limits, image size)
+is refused rather than mixing incomparable scores; dims, seeds, fraction and projections may
+change freely (finished runs are reused, only missing ones run).
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ Tasks and models:
                                                   efficientnet-lite0-scratch (same net, seeded)
   builtin/movie-sentiment, glue/<task>            minilm-l6, a local folder or a hub id
                                                   (pretrained; the training loop of finetune)
+  image/mnist-5k, image/digits, image/fashion-mnist
+                                                  a local folder or hub id of a transformers
+                                                  image classifier (e.g. a ViT; the training
+                                                  loop of finetune; its processor's or config's
+                                                  input size unless --image-size)
 
 Writes OUTPUT_DIR/results.csv (one row per finished run; rerunning skips finished runs),
 results.json (d90, interval, baseline per projection), d_curve.png and settings.json. With
@@ -51,7 +56,7 @@ SETTINGS_NAME = "settings.json"
 COMBINED_PLOT = "d_curve_models.png"
 #: recipe keys / option names that change a run's score (checked against settings.json)
 SCORE_SETTINGS = ("epochs", "lr", "batch_size", "baseline_epochs", "baseline_lr",
-                  "max_train_samples", "max_eval_samples", "max_length")
+                  "max_train_samples", "max_eval_samples", "max_length", "image_size")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -94,10 +99,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--max-train-samples", metavar="N", help="train on a seeded subset of N examples")
     g.add_argument("--max-eval-samples", metavar="N", help="score on a seeded subset of N examples")
     g.add_argument("--max-length", metavar="TOKENS", help="tokens per input (text tasks)")
+    g.add_argument("--image-size", metavar="PX",
+                   help="resize images to PX x PX (image tasks; default: EfficientNet 64, small "
+                   "nets the task's size, transformers models their config's; refused for a "
+                   "model whose image processor fixes the size)")
     g = p.add_argument_group("execution and output")
     g.add_argument("--devices", metavar="DEV1,DEV2",
                    help="one worker process per entry, e.g. cuda:0,cuda:1 or cpu,cpu "
-                   "(default: this process, on the CPU; text tasks: the device Accelerate picks)")
+                   "(default: this process, on the CPU; text tasks and transformers image models: the "
+                   "device Accelerate picks)")
     g.add_argument("--threads", metavar="N",
                    help="torch threads per run (default: 1 for builtin/digits, else the CPU "
                    "count divided by the number of workers)")
@@ -115,7 +125,8 @@ def _training_defaults() -> str:
             v = "full batch" if k == "batch_size" else LR_RULES.get(rule_key, "default")
         return f"{k.replace('_', '-')} {v}"
 
-    names = {"digits": "builtin/digits", "image": "image tasks", "text": "text tasks"}
+    names = {"digits": "builtin/digits", "image": "image tasks", "text": "text tasks",
+             "image-transformers": "image tasks with a transformers model"}
     parts = [f"{names[fam]}: " + ", ".join(show(k, v, fam) for k, v in d.items())
              for fam, d in DEFAULTS.items()]
     parts += [f"{model}: " + ", ".join(show(k, v, model) for k, v in d.items())
@@ -185,7 +196,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
                 out[name] = [_int(x, name) for x in items]
         elif name in ("fraction", "reference_score", "rel_tol", "lr", "baseline_lr"):
             out[name] = _float(text, name)
-        else:  # epochs, batch_size, baseline_epochs, max_*_samples, max_length, threads
+        else:  # epochs, batch_size, baseline_epochs, max_*_samples, max_length, image_size, threads
             out[name] = _positive(_int(text, name), name)
     for name in ("lr", "baseline_lr"):
         _positive(out.get(name), name)
@@ -314,7 +325,12 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     opts = resolve_options(args)
-    targets = [resolve(opts["task"], m, opts.get("metric")) for m in opts["models"]]
+    targets = [resolve(opts["task"], m, opts.get("metric"), image_size=opts.get("image_size"))
+               for m in opts["models"]]
+    for target in targets:
+        if opts.get("max_length") is not None and target.family == "image-transformers":
+            raise ValueError(f"--max-length={opts['max_length']} is for text tasks (tokens); image "
+                             f"task {target.task!r} takes --image-size instead")
     n_workers = len(opts.get("devices") or []) if len(opts.get("devices") or []) >= 2 else 1
     dims_of = {}
     for target in targets:
@@ -338,14 +354,14 @@ def run(args: argparse.Namespace) -> int:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
         train = TrainSettings(**{k: opts.get(k) for k in (
             "epochs", "lr", "batch_size", "baseline_epochs", "baseline_lr", "max_train_samples",
-            "max_eval_samples", "max_length")}, num_threads=threads)
+            "max_eval_samples", "max_length", "image_size")}, num_threads=threads)
         settings = settings_for(target, train)
         _check_settings(out_dir, target, settings)
         # opening the store refuses a directory holding another task's, model's or metric's results
         store = ResultStore(out_dir, task=target.task, model=target.model, metric=target.metric)
         plans.append((target, out_dir, train, settings, len(store.rows)))
 
-    if any(t.family == "text" for t in targets):
+    if any(t.family in ("text", "image-transformers") for t in targets):
         _quiet_library_progress_bars()
     if opts.get("description"):
         print(opts["description"])

@@ -16,6 +16,10 @@ DEFAULTS: dict[str, dict] = {
     # lr None: the training loop's default for each run, 0.2·sqrt(1000/d) for the intrinsic runs
     # (training.options.default_lr); full fine-tuning 1e-4 (training.options.DEFAULT_LR)
     "text": {"epochs": 3, "lr": None, "batch_size": 32, "baseline_lr": 1e-4, "max_length": 128},
+    # image tasks with a transformers image classifier, through the same loop as text (lr None:
+    # the loop's defaults); the input size is the model's (image processor or config) unless
+    # image_size is given
+    "image-transformers": {"epochs": 3, "lr": None, "batch_size": 32, "baseline_lr": 1e-4},
 }
 _EFFICIENTNET_DEFAULTS = {"epochs": 3, "lr": None, "batch_size": 32, "baseline_lr": 3e-4}
 MODEL_DEFAULTS: dict[str, dict] = {
@@ -28,5 +32,6 @@ MODEL_DEFAULTS: dict[str, dict] = {
 #: what ``lr: None`` means, per family and per model (for ``--help``)
 LR_RULES = {
     "text": "0.2*sqrt(1000/d)",
+    "image-transformers": "0.2*sqrt(1000/d)",
     **dict.fromkeys(EFFICIENTNET_MODELS, "0.1*sqrt(1000/d)"),
 }

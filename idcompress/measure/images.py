@@ -199,8 +199,9 @@ def _num_classes(task: str) -> int:
     return load_image_task(task, max_train_samples=1, max_eval_samples=1)[0].num_labels
 
 
-def describe(task: str, model: str) -> dict[str, int]:
-    """``{"D": parameters, "m": tensors}`` of ``model`` on ``task`` (for checks before any run).
+def describe(task: str, model: str, image_size: int | None = None) -> dict[str, int]:
+    """``{"D": parameters, "m": tensors}`` of ``model`` on ``task`` with inputs resized to
+    ``image_size`` (:func:`image_input_size`; an fc net's size depends on it).
 
     EfficientNet is counted on the ``meta`` device (no weights read, no images resized); its
     size does not depend on the input size, and both variants have the same ``D`` and ``m``.
@@ -210,7 +211,7 @@ def describe(task: str, model: str) -> dict[str, int]:
 
         net = EfficientNetLite0(num_classes=_num_classes(task), dropout_rate=0.0, _meta=True)
     else:
-        x_tr, _, _, _, k = load_arrays(task, model)
+        x_tr, _, _, _, k = load_arrays(task, model, image_size=image_size)
         net = build_net(model, 0, tuple(x_tr.shape[1:]), k)
     params = [p for p in net.parameters() if p.is_floating_point()]
     return {"D": sum(p.numel() for p in params), "m": len(params)}

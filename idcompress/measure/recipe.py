@@ -91,6 +91,7 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "max_train_samples": _pos_int,
     "max_eval_samples": _pos_int,
     "max_length": _pos_int,
+    "image_size": _pos_int,
     "output_dir": _str,
 }
 """Allowed keys and their validators."""

@@ -7,6 +7,10 @@ Families (:func:`resolve`):
 - ``image``: ``image/mnist-5k``, ``image/digits``, ``image/fashion-mnist`` with ``fc-<w1>-…`` or
   ``lenet`` trained from scratch, ``efficientnet-lite0`` (packaged ImageNet weights, new head
   from the seed) or ``efficientnet-lite0-scratch`` (same net, θ₀ from the seed) (:mod:`.images`).
+  ``image_size`` resizes the inputs (EfficientNet's default 64 px; small nets keep the task's size).
+- ``image-transformers``: the same image tasks with a transformers image classifier (a local folder
+  or hub id loadable by ``AutoModelForImageClassification``), fine-tuned through the training
+  loop like text (:func:`evaluate_loop`); its size is read from its config (meta device).
 - ``text``: a task of :func:`idcompress.data.get_task` (``builtin/movie-sentiment``, ``glue/*``)
   with a pretrained text model (``minilm-l6``, a local folder or a hub id), fine-tuned through
   the training loop :func:`idcompress.training.train` (:func:`evaluate_text`). Its size is read
@@ -14,9 +18,10 @@ Families (:func:`resolve`):
 
 Every run is a pure function of ``(d, seed)`` and the settings: the seed keys θ₀ (from-scratch
 nets), P, the new head of a pretrained model and the batch order. One exception: the text loop
-leaves dropout to torch's global RNG, which the library does not seed (SPEC §3); each text run therefore
-seeds it from its own seed inside :func:`_seeded_global_rngs`, which restores the caller's state
-afterwards, so a text score is a pure function of ``(d, seed)`` and the settings too.
+leaves dropout to torch's global RNG, which the library does not seed (SPEC §3); each text (and
+image-transformers) run therefore seeds it from its own seed inside :func:`_seeded_global_rngs`,
+which restores the caller's state afterwards, so such a score is a pure function of
+``(d, seed)`` and the settings too.
 
 :func:`make_evaluators` returns picklable callables (``functools.partial`` of module-level
 functions), as the worker processes of :mod:`.parallel` need.
@@ -48,7 +53,7 @@ class TrainSettings:
     ``lr``/``epochs`` are for the intrinsic runs, ``baseline_lr``/``baseline_epochs`` for full
     training (``baseline_epochs`` defaults to ``epochs``). ``num_threads``: torch intra-op threads
     per run. ``max_train_samples``/``max_eval_samples`` (seeded subsets) apply to images and
-    text, ``max_length`` to text.
+    text, ``max_length`` to text, ``image_size`` (input side, px) to image tasks.
     """
 
     epochs: int | None = None
@@ -60,8 +65,7 @@ class TrainSettings:
     max_eval_samples: int | None = None
     max_length: int | None = None
     num_threads: int | None = None
-
-
+    image_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,18 +88,29 @@ def _digits_widths(model: str) -> tuple[int, ...]:
     return tuple(int(w) for w in parts) if parts else (64,)
 
 
-def resolve(task: str, model: str, metric: str | None = None) -> Target:
+def resolve(
+    task: str, model: str, metric: str | None = None, image_size: int | None = None
+) -> Target:
     """Check that ``model`` can be measured on ``task``; ``ValueError`` naming both otherwise.
 
     For digits and small image models this builds the net once (seed 0) to know ``D`` and ``m``;
-    EfficientNet is counted on the meta device (no weights read).
+    EfficientNet and pretrained models are counted on the meta device (no weights read).
     ``metric`` defaults to the task's main metric; images and digits have only ``accuracy``.
+    ``image_size`` (px, image tasks only) resizes the inputs; ``ValueError`` naming
+    ``--image-size`` for other tasks and for a transformers model whose image processor fixes it.
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError(f"--task must be a non-empty task name, got {task!r}")
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"--model must be a non-empty model name, got {model!r}")
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0
+    ):
+        raise ValueError(f"--image-size must be a positive integer, got {image_size!r}")
     t, m = task.strip().lower(), model.strip().lower()
+    if image_size is not None and t not in IMAGE_TASKS:
+        raise ValueError(f"--image-size={image_size} is for image tasks ({', '.join(IMAGE_TASKS)}); "
+                         f"task {task!r} does not take it")
     if t == DIGITS_TASK:
         if not _MLP.fullmatch(m):
             raise ValueError(
@@ -112,11 +127,14 @@ def resolve(task: str, model: str, metric: str | None = None) -> Target:
         try:
             parse_model(m)
         except ValueError as e:
-            raise ValueError(f"model {model!r} is unknown for task {task!r}: {e}") from None
+            if _IMAGE_MODEL.fullmatch(m):
+                raise ValueError(f"model {model!r} is unknown for task {task!r}: {e}") from None
+            _check_metric(metric, task)
+            return _resolve_image_loop(t, model.strip(), image_size)
         _check_metric(metric, task)
         from .images import describe
 
-        size = describe(t, m)
+        size = describe(t, m, image_size)
         return Target(t, m, "image", METRIC, size["D"], size["m"])
     if t.startswith("image/"):
         raise ValueError(f"image task {task!r} is not supported by measure; use one of {IMAGE_TASKS}")
@@ -135,29 +153,63 @@ def resolve(task: str, model: str, metric: str | None = None) -> Target:
     if metric is not None and metric not in spec.metrics:
         raise ValueError(f"metric {metric!r} is not reported for task {task!r}; choose one of "
                          f"{list(spec.metrics)}")
-    try:
-        import idcompress.training  # noqa: F401
-    except ImportError as e:
-        raise ValueError(f"text task {task!r} needs the training loop (idcompress.training): {e}") from e
+    _require_loop(f"text task {task!r}")
     D, n_tensors = _text_model_size(model.strip(), spec.num_labels, task)
     return Target(spec.name, model.strip(), "text", metric or spec.main_metric, D, n_tensors)
 
 
+def _require_loop(what: str) -> None:
+    try:
+        import idcompress.training  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"{what} needs the training loop (idcompress.training): {e}") from e
+
+
+def _resolve_image_loop(task: str, model: str, image_size: int | None) -> Target:
+    """An image task with a transformers image classifier (folder or hub id): the loop family."""
+    from .images import MODEL_NAMES, _num_classes
+
+    _require_loop(f"image task {task!r} with model {model!r}")
+    try:
+        D, n_tensors = _model_size(model, _num_classes(task), task, image=True)
+    except ValueError as e:
+        reason = str(e).split(": ", 1)[-1]
+        raise ValueError(f"model {model!r} is unknown for task {task!r}: it is not one of "
+                         f"{', '.join(MODEL_NAMES)}, and as a transformers image classifier (a "
+                         f"local folder or a hub id) it cannot be loaded: {reason}") from None
+    if image_size is not None:
+        from ..training.images import image_transform_for
+
+        image_transform_for(model, image_size)  # refuses a size its image processor fixes
+    return Target(task, model, "image-transformers", METRIC, D, n_tensors)
+
+
 def _text_model_size(model: str, num_labels: int, task: str) -> tuple[int, int]:
-    """``(D, m)`` of the sequence classifier ``model`` with ``num_labels`` outputs.
+    """``(D, m)`` of the sequence classifier ``model`` with ``num_labels`` outputs."""
+    return _model_size(model, num_labels, task, image=False)
+
+
+def _model_size(model: str, num_labels: int, task: str, *, image: bool) -> tuple[int, int]:
+    """``(D, m)`` of the sequence (``image=False``) or image classifier ``model`` with
+    ``num_labels`` outputs.
 
     Built from its config on the ``meta`` device (no weights read, ~2 s), so a model that cannot
     be found and a ``d`` that does not fit are errors before the first run.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+    )
 
     from ..models import resolve_model_name
 
+    auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
     try:
         config = AutoConfig.from_pretrained(resolve_model_name(model), num_labels=num_labels)
         with torch.device("meta"):
-            net = AutoModelForSequenceClassification.from_config(config)
+            net = auto.from_config(config)
     except (OSError, ValueError, KeyError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"model {model!r} cannot be loaded for task {task!r}: {first}") from None
@@ -214,7 +266,8 @@ def make_evaluators(
     if target.family == "image":
         common = dict(task=target.task, model=target.model,
                       batch_size=s["batch_size"], max_train_samples=s.get("max_train_samples"),
-                      max_eval_samples=s.get("max_eval_samples"), num_threads=threads)
+                      max_eval_samples=s.get("max_eval_samples"), image_size=s.get("image_size"),
+                      num_threads=threads)
         from .images import evaluate_image, evaluate_image_full
 
         ev = functools.partial(evaluate_image, projection=projection, epochs=s["epochs"],
@@ -222,19 +275,20 @@ def make_evaluators(
         base = functools.partial(evaluate_image_full, epochs=s["baseline_epochs"],
                                  lr=s["baseline_lr"], **common)
         return ev, base
+    # text and image-transformers: the training loop
     common = dict(task=target.task, model=target.model, metric=target.metric,
-                  batch_size=s["batch_size"], max_length=s["max_length"],
-                  max_train_samples=s.get("max_train_samples"),
+                  batch_size=s["batch_size"], max_length=s.get("max_length"),
+                  image_size=s.get("image_size"), max_train_samples=s.get("max_train_samples"),
                   max_eval_samples=s.get("max_eval_samples"), num_threads=threads)
-    ev = functools.partial(evaluate_text, projection=projection, epochs=s["epochs"], lr=s["lr"],
+    ev = functools.partial(evaluate_loop, projection=projection, epochs=s["epochs"], lr=s["lr"],
                            **common)
-    base = functools.partial(evaluate_text_full, epochs=s["baseline_epochs"],
+    base = functools.partial(evaluate_loop_full, epochs=s["baseline_epochs"],
                              lr=s["baseline_lr"], **common)
     return ev, base
 
 
-# -- text tasks through the training loop ---------------------------------------------------------
-def _run_text(
+# -- text tasks and transformers image classifiers through the training loop ----------------------
+def _run_loop(
     method: str,
     d: int | None,
     seed: int,
@@ -244,9 +298,10 @@ def _run_text(
     metric: str,
     projection: str,
     epochs: int,
-    lr: float,
+    lr: float | None,
     batch_size: int,
-    max_length: int,
+    max_length: int | None = None,
+    image_size: int | None = None,
     max_train_samples: int | None,
     max_eval_samples: int | None,
     device: str | None,
@@ -254,31 +309,42 @@ def _run_text(
 ) -> float:
     """One fine-tuning run of :func:`idcompress.training.train`; the eval split's ``metric``.
 
-    The run's folder (checkpoint, metrics) is temporary: measure keeps only the score.
-    ``device="cuda:N"`` pins the run to that GPU; otherwise Accelerate picks the device.
+    ``max_length`` (tokens) is for text tasks, ``image_size`` (px) for image tasks; ``None``
+    takes the loop's default. The run's folder (checkpoint, metrics) is temporary: measure keeps
+    only the score. ``device="cuda:N"`` pins the run to that GPU; otherwise Accelerate picks it.
     """
     import torch
 
     from ..training import FinetuneOptions, train
+    from ..training.options import is_image_task
     from .digits import _intra_op_threads
 
+    image = is_image_task(task)
+    sizes = {"image_size": image_size} if image else {"max_length": max_length}
     if device is not None and device.startswith("cuda:"):
         torch.cuda.set_device(torch.device(device))
     with tempfile.TemporaryDirectory(prefix="idcompress-measure-") as tmp:
         options = FinetuneOptions(
             task=task, model=model, method=method, dim=d or 1, projection=projection,
-            epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
+            epochs=epochs, lr=lr, batch_size=batch_size,
+            **{k: v for k, v in sizes.items() if v is not None},
             max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed,
             output_dir=os.path.join(tmp, "run"), no_report=True,
         )
         with _intra_op_threads(num_threads), _seeded_global_rngs(seed):
             result = train(options, progress=False)
-    from ..data import get_task
+    if image:
+        split = "validation"  # the image tasks' only eval split
+    else:
+        from ..data import get_task
 
-    split = get_task(task).eval_splits[0]  # the split the loop scores (and picks epochs) on
+        split = get_task(task).eval_splits[0]  # the split the loop scores (and picks epochs) on
     if metric not in result.metrics[split]:
         raise ValueError(f"metric {metric!r} not in the run's metrics {list(result.metrics[split])}")
     return float(result.metrics[split][metric])
+
+
+_run_text = _run_loop  # the former name
 
 
 @contextlib.contextmanager
@@ -300,12 +366,16 @@ def _seeded_global_rngs(seed: int):
             np.random.set_state(npy)
 
 
-def evaluate_text(d: int, seed: int, *, projection: str = "said", device: str | None = None,
+def evaluate_loop(d: int, seed: int, *, projection: str = "said", device: str | None = None,
                   **kw) -> float:
-    """Eval-split ``metric`` after training only θ_d ∈ R^d of the pretrained text model."""
-    return _run_text("intrinsic", d, seed, projection=projection, device=device, **kw)
+    """Eval-split ``metric`` after training only θ_d ∈ R^d of the pretrained model (text or image)."""
+    return _run_loop("intrinsic", d, seed, projection=projection, device=device, **kw)
 
 
-def evaluate_text_full(seed: int, *, device: str | None = None, **kw) -> float:
+def evaluate_loop_full(seed: int, *, device: str | None = None, **kw) -> float:
     """Eval-split ``metric`` after full fine-tuning (the baseline)."""
-    return _run_text("full", None, seed, projection="said", device=device, **kw)
+    return _run_loop("full", None, seed, projection="said", device=device, **kw)
+
+
+evaluate_text = evaluate_loop
+evaluate_text_full = evaluate_loop_full
