@@ -316,15 +316,12 @@ def evaluate_image(
 
     if lr is None and isinstance(d, int) and not isinstance(d, bool) and d > 0:
         lr = intrinsic_lr(d)
-    _check(epochs, lr, batch_size, num_threads)
-    with _intra_op_threads(num_threads):
-        *data, k = load_arrays(task, model, max_train_samples, max_eval_samples, image_size)
-        base = build_net(model, seed, tuple(data[0].shape[1:]), k)
-        wrapped = get_intrinsic_model(base, IntrinsicConfig(d=d, projection=projection, seed=seed))
-        wrapped.to(device)
-        params = [p for p in wrapped.parameters() if p.requires_grad]
-        return fit(wrapped, params, tuple(data), epochs, lr, batch_size, seed, device,
-                   **_loop_options(model))
+
+    def wrap(net: nn.Module) -> nn.Module:
+        return get_intrinsic_model(net, IntrinsicConfig(d=d, projection=projection, seed=seed))
+
+    return _train_and_score(wrap, seed, task, model, epochs, lr, batch_size, max_train_samples,
+                            max_eval_samples, image_size, device, num_threads)
 
 
 def evaluate_image_full(
@@ -342,9 +339,18 @@ def evaluate_image_full(
     num_threads: int | None = None,
 ) -> float:
     """Validation accuracy after training every weight of ``model`` from θ₀(``seed``) (the baseline)."""
+    return _train_and_score(lambda net: net, seed, task, model, epochs, lr, batch_size,
+                            max_train_samples, max_eval_samples, image_size, device, num_threads)
+
+
+def _train_and_score(wrap, seed, task, model, epochs, lr, batch_size, max_train_samples,
+                     max_eval_samples, image_size, device, num_threads) -> float:
+    """Build ``model`` from ``seed``, ``wrap`` it (identity: full training), train whatever then
+    requires grad with :func:`fit`, return the validation accuracy."""
     _check(epochs, lr, batch_size, num_threads)
     with _intra_op_threads(num_threads):
         *data, k = load_arrays(task, model, max_train_samples, max_eval_samples, image_size)
-        net = build_net(model, seed, tuple(data[0].shape[1:]), k).to(device)
-        return fit(net, list(net.parameters()), tuple(data), epochs, lr, batch_size, seed, device,
+        net = wrap(build_net(model, seed, tuple(data[0].shape[1:]), k)).to(device)
+        params = [p for p in net.parameters() if p.requires_grad]
+        return fit(net, params, tuple(data), epochs, lr, batch_size, seed, device,
                    **_loop_options(model))

@@ -530,7 +530,7 @@ def _pieces(plan: FastfoodPlan, y) -> tuple[np.ndarray, np.ndarray, list]:
     keep, ptrs, sizes = [], [], []
     for j, p in enumerate(y):
         if p is None:
-            raise ValueError(f"y piece {j} is None; give its size with an empty slot instead")
+            raise ValueError(f"y piece {j} is None; pass its size (an int) for a piece of zeros")
         if isinstance(p, int):  # a zero piece of that many elements
             ptrs.append(0)
             sizes.append(p)

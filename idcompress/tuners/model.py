@@ -39,7 +39,7 @@ class _FusedCompose(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, theta_d, lam, projection, theta0, offsets, out, write, shapes):
+    def forward(ctx, theta_d, lam, projection, theta0, offsets, out, write, sizes, shapes):
         ctx.set_materialize_grads(False)
         if write:
             with torch.no_grad():
@@ -51,15 +51,14 @@ class _FusedCompose(torch.autograd.Function):
             # backward rather than silently use the new values
             torch.autograd.graph.increment_version(out)
         ctx.save_for_backward(theta_d, lam)
-        ctx.projection, ctx.offsets = projection, offsets
-        ctx.sizes = [int(s) for s in offsets.diff()]
-        return tuple(p.view(shape) for p, shape in zip(out.split(ctx.sizes), shapes))
+        ctx.projection, ctx.offsets, ctx.sizes = projection, offsets, sizes
+        return tuple(p.view(shape) for p, shape in zip(out.split(sizes), shapes))
 
     @staticmethod
     def backward(ctx, *grads):
         theta_d, lam = ctx.saved_tensors
         pieces = [n if g is None else g for g, n in zip(grads, ctx.sizes)]
-        none = (None,) * 6  # projection, theta0, offsets, out, write, shapes
+        none = (None,) * 7  # projection, theta0, offsets, out, write, sizes, shapes
         if lam is None:
             return ctx.projection.adjoint_pieces(pieces).to(theta_d.device), None, *none
         gx, dots = ctx.projection.adjoint_said(pieces, theta_d.detach(), ctx.offsets, lam.detach())
@@ -124,6 +123,8 @@ class IntrinsicModel(nn.Module):
             self.said_lambda = None
         self._cache_key = None
         self._buffer, self._buffer_key = None, None  # θ of the fused path (see _fused_compose)
+        self._sizes = layout.sizes
+        self._shapes = [e.shape for e in layout.entries]
         sizes = torch.tensor([0, *layout.sizes], dtype=torch.int64)
         self._seg_offsets = sizes.cumsum(0)
         self.use_fused = True  # the fused kernels where the projection has them (see _fused_ok)
@@ -183,7 +184,7 @@ class IntrinsicModel(nn.Module):
             self._buffer = torch.empty_like(self.theta0)
         outs = _FusedCompose.apply(
             self.theta_d, lam, self.projection, self.theta0, self._seg_offsets, self._buffer,
-            write, [e.shape for e in self.layout.entries],
+            write, self._sizes, self._shapes,
         )
         if write:
             self._buffer_key = tuple(None if k is None else k.clone() for k in key)
