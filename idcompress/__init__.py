@@ -12,10 +12,12 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._lazy import lazy_getattr as _lazy_getattr  # noqa: E402
-from .checkpoint import peft_compat as _peft_compat  # noqa: E402,F401  (registers peft_type "INTRINSIC" with PEFT; imports neither torch nor peft)
+from ._peft_hook import install as _install_peft_hook  # noqa: E402
 from .version import __version__  # noqa: E402
 
-__all__ = ["IntrinsicConfig", "IntrinsicModel", "__version__", "get_intrinsic_model"]
+__all__ = ["IntrinsicConfig", "IntrinsicModel", "__version__", "get_intrinsic_model", "save_checkpoint"]
 __getattr__ = _lazy_getattr(__name__, {
     "IntrinsicConfig": ".tuners", "IntrinsicModel": ".tuners", "get_intrinsic_model": ".tuners",
+    "save_checkpoint": ".tuners",
 })
+_install_peft_hook()  # registers the INTRINSIC method with PEFT once peft is imported (never imports it)

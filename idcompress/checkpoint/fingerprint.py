@@ -1,4 +1,4 @@
-"""Base-model identity (SPEC §4): a digest of the pretrained tensors θ₀.
+"""Base-model identity: a digest of the pretrained tensors θ₀ (``docs/design.md``, "Base identity").
 
 ``sha256`` over, for every parameter and persistent buffer of the base model in sorted name
 order — except the parameters initialised from the seed (``config.init_new``) — the line
@@ -26,17 +26,20 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
-def fingerprint(model) -> str:
-    """Fingerprint of the base of an ``IntrinsicModel`` (θ₀, the frozen rest, persistent buffers)."""
-    skip = set(model.intrinsic_config.init_new or [])
+def fingerprint(model, skip=()) -> str:
+    """Fingerprint of a base model's weights: its parameters (θ₀ of the tuned ones) and persistent
+    buffers, except the names in ``skip`` (the parameters initialised from the seed).
+
+    Tied parameters count once, under their first name; a wrapped model gives the fingerprint of
+    its base (the base keeps θ₀ in its parameters).
+    """
+    skip = set(skip or ())
     tensors: dict[str, torch.Tensor] = {}
-    for e, t in zip(model.layout.entries, model._theta0_views()):
-        tensors[e.name] = t.to(e.dtype)
-    base = model.base_model
-    for name, p in base.named_parameters():
+    for name, p in model.named_parameters():
         tensors[name] = p
-    for name, b in base.state_dict(keep_vars=True).items():
-        if name not in tensors and isinstance(b, torch.Tensor):
+    all_params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    for name, b in model.state_dict(keep_vars=True).items():
+        if name not in tensors and name not in all_params and isinstance(b, torch.Tensor):
             tensors[name] = b
     h = hashlib.sha256()
     for name in sorted(tensors):
@@ -46,3 +49,7 @@ def fingerprint(model) -> str:
         h.update(f"{name}|{list(t.shape)}|{str(t.dtype).removeprefix('torch.')}\n".encode())
         h.update(_tensor_bytes(t))
     return "sha256:" + h.hexdigest()
+
+
+class FingerprintMismatchError(ValueError):
+    """The base model is not the one the checkpoint was tuned on (its fingerprint differs)."""

@@ -1,4 +1,7 @@
-"""Writing and reading the checkpoint (SPEC §5).
+"""Writing and reading the checkpoint files (``docs/design.md``, "The checkpoint").
+
+This module knows files, not models: it writes a config dict and the vectors, and reads them
+back validated; :mod:`idcompress.tuners` builds the model from what it returns.
 
 Directory form (PEFT's layout): ``adapter_config.json`` (every ``IntrinsicConfig`` field) and
 ``adapter_model.safetensors`` (``theta_d`` and, for SAID, ``said_lambda``, in ``vector_dtype``;
@@ -18,7 +21,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..projection.rng import RNG_NAME, RNG_VERSION
-from ..tuners.config import IntrinsicConfig
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -41,9 +42,9 @@ _SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 @dataclass
 class CheckpointFiles:
-    """What a checkpoint holds, validated: the config, the vectors (float32), the layout names."""
+    """What a checkpoint holds, validated: the config (a JSON object), the vectors (float32), the layout names."""
 
-    config: IntrinsicConfig
+    config: dict
     theta_d: torch.Tensor
     said_lambda: torch.Tensor | None
     layout_names: list[str] | None
@@ -60,14 +61,13 @@ def _decode_layout(s: str) -> list[str]:
     return zlib.decompress(base64.b85decode(s.encode())).decode().split("\n")
 
 
-def _tensors_and_metadata(model) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    cfg = model.intrinsic_config
-    dtype = DTYPES[cfg.vector_dtype]
-    tensors = {"theta_d": model.theta_d.detach().to("cpu", dtype).contiguous()}
-    if model.said_lambda is not None:
-        tensors["said_lambda"] = model.said_lambda.detach().to("cpu", dtype).contiguous()
-    meta = {"format": "pt", LAYOUT_METADATA_KEY: _encode_layout(model.layout.names)}
-    return tensors, meta
+def vector_tensors(theta_d: torch.Tensor, said_lambda: torch.Tensor | None, vector_dtype: str) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores: ``theta_d`` (and ``said_lambda``) on the CPU in ``vector_dtype``."""
+    dtype = DTYPES[vector_dtype]
+    tensors = {"theta_d": theta_d.detach().to("cpu", dtype).contiguous()}
+    if said_lambda is not None:
+        tensors["said_lambda"] = said_lambda.detach().to("cpu", dtype).contiguous()
+    return tensors
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
@@ -107,19 +107,25 @@ def _replace(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
-def save_intrinsic_model(model, path: str | os.PathLike, single_file: bool = False, overwrite: bool = False) -> Path:
-    """Write ``model``'s checkpoint to ``path`` (a directory, or ``*.idc.safetensors``); atomic."""
-    from .fingerprint import fingerprint
+def write_checkpoint(
+    path: str | os.PathLike,
+    config: dict,
+    tensors: dict[str, torch.Tensor],
+    layout_names: list[str],
+    single_file: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write a checkpoint to ``path`` (a directory, or ``*.idc.safetensors``); atomic.
 
+    ``config``: the JSON object of ``adapter_config.json``; ``tensors``: from :func:`vector_tensors`;
+    ``layout_names``: the tuned tensors' names, stored zlib'd in the safetensors metadata.
+    """
     path = Path(path)
     if single_file and not path.name.endswith(SINGLE_FILE_SUFFIX):
         raise ValueError(f"a single-file checkpoint must be named *{SINGLE_FILE_SUFFIX}, got {path.name!r}")
     _check_target(path, overwrite)
-    cfg = model.intrinsic_config
-    if cfg.base_fingerprint is None:
-        cfg.base_fingerprint = fingerprint(model)
-    tensors, meta = _tensors_and_metadata(model)
-    config_json = cfg.to_json_string()
+    meta = {"format": "pt", LAYOUT_METADATA_KEY: _encode_layout(layout_names)}
+    config_json = json.dumps(config, indent=2, sort_keys=True)
     if single_file:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -179,29 +185,33 @@ def _open_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, meta, dtypes
 
 
-def _check_rng(cfg: IntrinsicConfig, source: str) -> None:
-    name, _, version = cfg.rng.partition("/")
+def check_rng(rng: str, source: str) -> None:
+    """Refuse a generator this version cannot rebuild, naming it."""
+    name, _, version = str(rng).partition("/")
     if name != RNG_NAME or not version.isdigit():
-        raise ValueError(f"{source}: rng={cfg.rng!r} is not a generator this idcompress knows ({RNG_NAME}/{RNG_VERSION})")
+        raise ValueError(f"{source}: rng={rng!r} is not a generator this idcompress knows ({RNG_NAME}/{RNG_VERSION})")
     if int(version) > RNG_VERSION:
         raise ValueError(
-            f"{source}: rng={cfg.rng!r} comes from a newer idcompress (this one has {RNG_NAME}/{RNG_VERSION}); upgrade idcompress"
+            f"{source}: rng={rng!r} comes from a newer idcompress (this one has {RNG_NAME}/{RNG_VERSION}); upgrade idcompress"
         )
     if int(version) < RNG_VERSION:
-        raise ValueError(f"{source}: rng={cfg.rng!r} is an older generator that this idcompress no longer rebuilds")
+        raise ValueError(f"{source}: rng={rng!r} is an older generator that this idcompress no longer rebuilds")
 
 
-def _check_vectors(cfg: IntrinsicConfig, tensors: dict, dtypes: dict, source: str):
+def check_vectors(config: dict, tensors: dict, dtypes: dict, source: str):
+    """``(theta_d, said_lambda or None)`` as float32, checked against ``config``'s d, projection,
+    num_tensors and vector_dtype; ``dtypes``: the safetensors dtype names (``"F32"``, …)."""
+    is_said = config.get("projection") == "said"
+    d, m, vector_dtype = config.get("d"), config.get("num_tensors"), config.get("vector_dtype", "float32")
     if "theta_d" not in tensors:
         raise ValueError(f"{source}: no tensor 'theta_d' (found {sorted(tensors)})")
-    wanted = {"theta_d"} | ({"said_lambda"} if cfg.is_said else set())
+    wanted = {"theta_d"} | ({"said_lambda"} if is_said else set())
     extra = set(tensors) - wanted
     if extra:
-        raise ValueError(f"{source}: unexpected tensors {sorted(extra)} for projection={cfg.projection!r}")
-    if cfg.is_said and "said_lambda" not in tensors:
+        raise ValueError(f"{source}: unexpected tensors {sorted(extra)} for projection={config.get('projection')!r}")
+    if is_said and "said_lambda" not in tensors:
         raise ValueError(f"{source}: projection='said' needs a tensor 'said_lambda'")
-    m = cfg.num_tensors
-    expected = {"theta_d": cfg.d - m if cfg.is_said and m else cfg.d, "said_lambda": m}
+    expected = {"theta_d": d - m if is_said and m and isinstance(d, int) else d, "said_lambda": m}
     out = {}
     for k in sorted(wanted):
         t = tensors[k]
@@ -209,14 +219,14 @@ def _check_vectors(cfg: IntrinsicConfig, tensors: dict, dtypes: dict, source: st
         if raw is None:
             raise ValueError(
                 f"{source}: tensor {k!r} has dtype {dtypes[k]}; checkpoints store float32, float16 or "
-                f"bfloat16 (vector_dtype={cfg.vector_dtype!r})"
+                f"bfloat16 (vector_dtype={vector_dtype!r})"
             )
-        if raw != cfg.vector_dtype:
-            raise ValueError(f"{source}: tensor {k!r} is {raw} but vector_dtype={cfg.vector_dtype!r}")
+        if raw != vector_dtype:
+            raise ValueError(f"{source}: tensor {k!r} is {raw} but vector_dtype={vector_dtype!r}")
         if t.dim() != 1 or (expected[k] is not None and t.numel() != expected[k]):
             raise ValueError(
-                f"{source}: tensor {k!r} has shape {tuple(t.shape)}, expected ({expected[k]},) from d={cfg.d}"
-                + (f", m={m}" if cfg.is_said else "")
+                f"{source}: tensor {k!r} has shape {tuple(t.shape)}, expected ({expected[k]},) from d={d}"
+                + (f", m={m}" if is_said else "")
             )
         if not torch.isfinite(t).all():
             bad = int((~torch.isfinite(t)).sum())
@@ -251,91 +261,15 @@ def load_checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
         w_path = path
     if data.get("peft_type", "INTRINSIC") != "INTRINSIC":
         raise ValueError(f"{source}: peft_type={data.get('peft_type')!r} is not an idcompress checkpoint")
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        cfg = IntrinsicConfig.from_dict(data, source=source)
-    for field in ("D", "num_tensors", "layout_digest"):
-        if getattr(cfg, field) is None:
+    for field in ("d", "D", "num_tensors", "layout_digest"):
+        if data.get(field) is None:
             raise ValueError(f"{source}: missing field {field!r}")
-    _check_rng(cfg, source)
-    theta, lam = _check_vectors(cfg, tensors, dtypes, str(w_path))
+    check_rng(data.get("rng", ""), source)
+    theta, lam = check_vectors(data, tensors, dtypes, str(w_path))
     names = None
     if LAYOUT_METADATA_KEY in meta:
         try:
             names = _decode_layout(meta[LAYOUT_METADATA_KEY])
         except (ValueError, zlib.error):
             names = None
-    return CheckpointFiles(cfg, theta, lam, names, str(path))
-
-
-def load_intrinsic_model(
-    path: str | os.PathLike,
-    base_model=None,
-    revision: str | None = None,
-    allow_fingerprint_mismatch: bool = False,
-    device=None,
-    **model_kwargs,
-):
-    """Rebuild the tuned model: base (given, or resolved from the config), P and head from the seed."""
-    from ..models.loading import load_base_model
-    from ..tuners.model import IntrinsicModel
-    from .fingerprint import fingerprint
-
-    files = load_checkpoint_files(path)
-    cfg = files.config
-    if base_model is None:
-        if not cfg.base_model_name_or_path:
-            raise ValueError(f"{files.source}: no base_model_name_or_path in the config; pass base_model=")
-        base_model = load_base_model(
-            cfg.base_model_name_or_path,
-            task_type=cfg.task_type,
-            num_labels=cfg.num_labels,
-            label_names=cfg.label_names,
-            problem_type=cfg.problem_type,
-            revision=revision or cfg.revision,
-            **model_kwargs,
-        )
-        base_desc = cfg.base_model_name_or_path
-    else:
-        base_desc = getattr(getattr(base_model, "config", None), "_name_or_path", None) or type(base_model).__name__
-    if device is not None:
-        base_model = base_model.to(device)
-    _check_layout(base_model, cfg, files)
-    model = IntrinsicModel(base_model, cfg)
-    fp = fingerprint(model)
-    if cfg.base_fingerprint and fp != cfg.base_fingerprint:
-        msg = (
-            f"base model {base_desc!r} has fingerprint {fp}, but checkpoint {files.source} was tuned on a base "
-            f"with fingerprint {cfg.base_fingerprint}"
-        )
-        if not allow_fingerprint_mismatch:
-            raise ValueError(msg + "; pass allow_fingerprint_mismatch=True (CLI: --force) to load it anyway")
-        warnings.warn("LOADING ONTO A DIFFERENT BASE: " + msg, stacklevel=2)
-    with torch.no_grad():
-        model.theta_d.copy_(files.theta_d)
-        if files.said_lambda is not None:
-            model.said_lambda.copy_(files.said_lambda)
-    return model
-
-
-def _check_layout(base_model, cfg: IntrinsicConfig, files: CheckpointFiles) -> None:
-    from ..tuners.layout import build_layout
-
-    layout = build_layout(base_model, cfg.include, cfg.exclude)
-    if layout.digest() == cfg.layout_digest:
-        return
-    have = layout.names
-    detail = ""
-    if files.layout_names is not None:
-        missing = [n for n in files.layout_names if n not in set(have)]
-        extra = [n for n in have if n not in set(files.layout_names)]
-        if missing:
-            detail += f"; missing from the base: {missing[:10]}" + (" …" if len(missing) > 10 else "")
-        if extra:
-            detail += f"; not in the checkpoint: {extra[:10]}" + (" …" if len(extra) > 10 else "")
-        if not missing and not extra:
-            detail += "; same tensor names, but their shapes, dtypes or order differ"
-    raise ValueError(
-        f"{files.source}: the base model's layout (D={layout.D}, {layout.m} tensors) differs from the "
-        f"checkpoint's (D={cfg.D}, {cfg.num_tensors} tensors){detail}"
-    )
+    return CheckpointFiles(data, theta, lam, names, source)

@@ -45,6 +45,27 @@ class Projection:
         with torch.no_grad():
             return self._adjoint(y.detach().to(torch.float32))
 
+    # -- per-range operations (TEMPORARY whole-D emulation; replaced by the kernels branch) -------
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach().to(torch.float32)
+
+    def prepare_adjoint(self, gu: torch.Tensor) -> torch.Tensor:
+        return gu.to(torch.float32)
+
+    def range_apply(self, u, start, stop, theta0=None, scale=1.0, out=None):
+        with torch.no_grad():
+            v = self._forward(u)[start:stop]
+            res = v * scale if theta0 is None else theta0 + torch.tensor(scale, dtype=torch.float32) * v
+            return res if out is None else out.copy_(res)
+
+    def range_adjoint(self, g, start, stop, scale=1.0, u=None):
+        with torch.no_grad():
+            y = torch.zeros(self.D, dtype=torch.float32, device=g.device)
+            y[start:stop] = g * scale
+            gu = self._adjoint(y)
+            dot = None if u is None else float((g.double() * self._forward(u)[start:stop].double()).sum())
+            return gu, dot
+
     def state_bytes(self) -> int:
         """Bytes of tensors this projection keeps between applies."""
         return sum(t.numel() * t.element_size() for t in self._state_tensors())

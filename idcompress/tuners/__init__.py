@@ -1,7 +1,14 @@
-"""The intrinsic-dimension adapter: config, layout, head initialisation, model wrapper."""
+"""The intrinsic-dimension adapter, a PEFT method: config, layout, head initialisation, composition, tuner."""
 
-from .config import METHODS, IntrinsicConfig
+from .config import IntrinsicConfig
 from .layout import Layout, build_layout
-from .model import IntrinsicModel, get_intrinsic_model
+from .model import IntrinsicModel, get_intrinsic_model, save_checkpoint, tuner_of
+from .names import PROJECTION_CHOICES
+from .registration import register
 
-__all__ = ["METHODS", "IntrinsicConfig", "IntrinsicModel", "Layout", "build_layout", "get_intrinsic_model"]
+register(IntrinsicConfig, IntrinsicModel)
+
+__all__ = [
+    "PROJECTION_CHOICES", "IntrinsicConfig", "IntrinsicModel", "Layout", "build_layout",
+    "get_intrinsic_model", "save_checkpoint", "tuner_of",
+]

@@ -1,287 +1,321 @@
-"""``IntrinsicModel``: a model whose only trainable numbers are ``theta_d`` (and SAID's ``said_lambda``).
+"""``IntrinsicModel``: PEFT's tuner for the ``INTRINSIC`` method (θ = θ₀ + P·θ_d).
 
-How it works: the tuned parameters are taken out of their modules and their values copied into
-one flat buffer ``theta0`` (length ``D``). Each forward composes, per tensor ``t`` of the layout,
-``θ_t = θ₀_t + λ_t · (P θ_d)_t`` (λ ≡ 1 for DID) in float32, casts it to the tensor's dtype, and
-sets it as a plain attribute of the owning module(s); then the base model runs unchanged. The
-gradient reaches ``theta_d`` as ``Pᵀ ∇θ`` through the projection's custom backward. Between
-forwards the modules keep the last composed tensors (so gradient checkpointing recomputes with the
-same weights); under ``torch.no_grad`` the composition is cached until ``theta_d`` changes.
+Like PEFT's ``LoraModel`` it wraps the base in place and lives at ``peft_model.base_model``; the
+object users get from :func:`get_intrinsic_model`, ``peft.get_peft_model`` or
+:meth:`IntrinsicModel.from_pretrained` is PEFT's own ``PeftModel`` (``PeftModelForCausalLM`` for
+``task_type="CAUSAL_LM"``, …), so ``generate``, ``disable_adapter()``, ``print_trainable_parameters()``,
+``transformers.Trainer`` and ``AutoPeftModel*`` work as for any PEFT method.
 
-The fused CPU path (numba Fastfood, float32) writes θ into one persistent buffer of D floats and
-rewrites it only when the values of θ_d or λ changed (several forwards of one step, e.g. gradient
-accumulation, compose once); the per-tensor gradients go to the adjoint kernel in place. A graph
-that still holds an older θ (built before θ_d changed) raises at ``backward`` instead of using
-the new values.
+The base keeps its parameters (θ₀, frozen); :class:`~.compose.Composer` composes each tuned tensor
+when its module runs. The trained numbers ``theta_d`` (and SAID's ``said_lambda``) live in one
+:class:`IntrinsicLayer` (PEFT's status tools and ``disable_adapter`` look for such a layer) and
+map to the checkpoint keys ``theta_d`` / ``said_lambda`` in both directions. One adapter per model.
 """
 
 from __future__ import annotations
 
-import copy
+import warnings
+from pathlib import Path
 
 import torch
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
+from ..checkpoint.fingerprint import FingerprintMismatchError, fingerprint
+from ..checkpoint.format import (
+    DTYPES,
+    SINGLE_FILE_SUFFIX,
+    check_rng,
+    check_vectors,
+    vector_tensors,
+    write_checkpoint,
+)
+from ..models import canonical_base_name
 from ..projection import Projection, make_projection
+from .compose import Composer
 from .config import IntrinsicConfig
 from .init import init_new_params, init_std_for, resolve_new_params
-from .layout import Layout, build_layout, flat_dtype
+from .layout import Layout, build_layout
+from .names import PREFIX
+
+LAYER_ATTR = "intrinsic_layer"
+_VECTORS = (("theta_d", "intrinsic_theta_d"), ("said_lambda", "intrinsic_lambda"))
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-class _FusedCompose(torch.autograd.Function):
-    """θ = θ₀ + λ_seg ⊙ Pθ_d through the projection's fused kernels, one output per tensor.
+class IntrinsicLayer(nn.Module, BaseTunerLayer):
+    """Holds ``theta_d`` and ``said_lambda`` per adapter. It wraps no layer of the base: the whole
+    base is re-parametrised (see :mod:`.compose`)."""
 
-    Forward: ``apply_add`` (one sweep reads θ₀ and writes θ) into the persistent buffer ``out``
-    when ``write`` (the model skips it when ``out`` already holds θ for these θ_d, λ); the
-    outputs are views of ``out``. Backward: the per-tensor gradients go to ``adjoint_pieces``
-    (DID) or ``adjoint_said`` (SAID, which also returns each tensor's ``Σ g·(Pθ_d)``, λ's
-    gradient) as they are: no concatenated copy of size D.
+    adapter_layer_names = ("intrinsic_theta_d", "intrinsic_lambda")
+    other_param_names = ()
+
+    def __init__(self, adapter_name: str, theta_d: torch.Tensor, said_lambda: torch.Tensor | None) -> None:
+        super().__init__()
+        self.intrinsic_theta_d = nn.ParameterDict({adapter_name: nn.Parameter(theta_d)})
+        self.intrinsic_lambda = nn.ParameterDict(
+            {} if said_lambda is None else {adapter_name: nn.Parameter(said_lambda)}
+        )
+        self._active_adapter = adapter_name
+        self._disable_adapters = False
+        self.merged_adapters = []
+        self.composer: Composer | None = None
+
+    @property
+    def theta_d(self) -> nn.Parameter:
+        return self.intrinsic_theta_d[self._active_adapter]
+
+    @property
+    def said_lambda(self) -> nn.Parameter | None:
+        return self.intrinsic_lambda[self._active_adapter] if self._active_adapter in self.intrinsic_lambda else None
+
+    def enable_adapters(self, enabled: bool) -> None:
+        self._disable_adapters = not enabled
+        if self.composer is not None:
+            self.composer.active = enabled
+            self.composer.clear_cache()
+
+    def _move_adapter_to_device_of_base_layer(self, *args, **kwargs) -> None:
+        return None  # the vectors move with the model; the composer follows θ₀'s device
+
+    # BaseTunerLayer.weight/.bias read the wrapped layer's; there is none
+    @property
+    def weight(self):
+        raise AttributeError("IntrinsicLayer wraps no layer and has no weight")
+
+    @property
+    def bias(self):
+        raise AttributeError("IntrinsicLayer wraps no layer and has no bias")
+
+
+class IntrinsicModel(BaseTuner):
+    """PEFT tuner: the base re-parametrised as θ_t = θ₀_t + λ_t·(P θ_d)_t (one adapter).
+
+    Attributes (also reachable from the ``PeftModel`` around it): ``theta_d``, ``said_lambda``
+    (SAID only, else None), ``layout`` (the tuned tensors), ``projection`` (P), ``intrinsic_config``.
     """
 
-    @staticmethod
-    def forward(ctx, theta_d, lam, projection, theta0, offsets, out, write, sizes, shapes):
-        ctx.set_materialize_grads(False)
-        if write:
-            with torch.no_grad():
-                if lam is None:
-                    projection.apply_add(theta_d.detach(), theta0, out=out)
-                else:
-                    projection.apply_add(theta_d.detach(), theta0, offsets, lam.detach(), out=out)
-            # a graph still holding the old θ (saved by an earlier forward) must fail at
-            # backward rather than silently use the new values
-            torch.autograd.graph.increment_version(out)
-        ctx.save_for_backward(theta_d, lam)
-        ctx.projection, ctx.offsets, ctx.sizes = projection, offsets, sizes
-        return tuple(p.view(shape) for p, shape in zip(out.split(sizes), shapes))
+    prefix = PREFIX
+    tuner_layer_cls = IntrinsicLayer
+    target_module_mapping: dict = {}
+    uses_shared_state = True  # θ_d and P live in the tuner, not in layers injected into the base
 
-    @staticmethod
-    def backward(ctx, *grads):
-        theta_d, lam = ctx.saved_tensors
-        pieces = [n if g is None else g for g, n in zip(grads, ctx.sizes)]
-        none = (None,) * 7  # projection, theta0, offsets, out, write, sizes, shapes
-        if lam is None:
-            return ctx.projection.adjoint_pieces(pieces).to(theta_d.device), None, *none
-        gx, dots = ctx.projection.adjoint_said(pieces, theta_d.detach(), ctx.offsets, lam.detach())
-        return gx.to(theta_d.device), dots.to(lam.device, lam.dtype), *none
+    # -- building ---------------------------------------------------------------------------------
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args, **kwargs) -> None:
+        if LAYER_ATTR in self._modules:
+            raise ValueError(
+                "idcompress supports one adapter per model (it re-parametrises the whole base); "
+                f"cannot add {adapter_name!r} next to {self._modules[LAYER_ATTR]._active_adapter!r}"
+            )
+        cfg: IntrinsicConfig = self.peft_config[adapter_name]
+        if not isinstance(cfg, IntrinsicConfig):
+            raise TypeError(f"IntrinsicModel needs an IntrinsicConfig, got {type(cfg).__name__}")
+        source = getattr(cfg, "_source", None) or "IntrinsicConfig"
+        cfg.validate()
+        check_rng(cfg.rng, source)
+        if cfg.base_model_name_or_path is None:
+            cfg.base_model_name_or_path = model.__dict__.get("name_or_path") or None
+        cfg.base_model_name_or_path = canonical_base_name(cfg.base_model_name_or_path)
 
-
-class IntrinsicModel(nn.Module):
-    """Wraps ``model`` (modified in place, like PEFT) so that θ = θ₀ + P·θ_d."""
-
-    def __init__(self, model: nn.Module, config: IntrinsicConfig) -> None:
-        super().__init__()
-        if isinstance(model, IntrinsicModel):
-            raise ValueError("model is already an IntrinsicModel")
-        config = copy.deepcopy(config)
-        config.validate()
-        layout = build_layout(model, config.include, config.exclude)
+        layout = build_layout(model, cfg.include, cfg.exclude)
+        if cfg.layout_digest is not None:
+            _check_layout(layout, cfg, getattr(cfg, "_layout_names", None), source)
         D, m = layout.D, layout.m
-        if config.is_said and config.d <= m:
+        if cfg.is_said and cfg.d <= m:
             raise ValueError(
                 f"projection='said' learns one scale per tuned tensor, so it needs d > m = {m} "
-                f"(the number of tuned tensors), got d={config.d}; raise d or use projection='fastfood'"
+                f"(the number of tuned tensors), got d={cfg.d}; raise d or use projection='fastfood'"
             )
-        d_proj = config.d - m if config.is_said else config.d
+        d_proj = cfg.d - m if cfg.is_said else cfg.d
         if d_proj > D:
-            raise ValueError(f"d={config.d} is larger than D={D}, the number of tuned parameters")
-        if config.D is not None and config.D != D:
-            raise ValueError(f"config.D={config.D} but the model's layout has D={D}")
-        # built before anything of size D is allocated, so a refused size costs nothing
-        projection = make_projection(config.projection_kind, d_proj, D, config.seed)
+            raise ValueError(f"d={cfg.d} is larger than D={D}, the number of tuned parameters")
+        # built before the base is touched, so a refused size costs nothing
+        projection = make_projection(cfg.projection_kind, d_proj, D, cfg.seed)
 
-        new_names = resolve_new_params(model, config.init_new)
-        init_new_params(model, new_names, config.seed, init_std_for(model, config.init_std))
-        config.init_new = new_names
-        config.D, config.num_tensors, config.layout_digest = D, m, layout.digest()
+        new_names = resolve_new_params(model, cfg.init_new)
+        init_new_params(model, new_names, cfg.seed, init_std_for(model, cfg.init_std))
+        cfg.init_new = new_names
+        cfg.D, cfg.num_tensors, cfg.layout_digest = D, m, layout.digest()
+        fp = fingerprint(model, new_names)
+        if cfg.base_fingerprint and fp != cfg.base_fingerprint:
+            base_desc = cfg.base_model_name_or_path or type(model).__name__
+            msg = (f"base model {base_desc!r} has fingerprint {fp}, but checkpoint {source} was tuned on "
+                   f"a base with fingerprint {cfg.base_fingerprint}")
+            if not getattr(cfg, "allow_fingerprint_mismatch", False):
+                raise FingerprintMismatchError(msg + "; pass allow_fingerprint_mismatch=True (CLI: --force) to load it anyway")
+            warnings.warn("LOADING ONTO A DIFFERENT BASE: " + msg, stacklevel=4)
+        cfg.base_fingerprint = cfg.base_fingerprint or fp
 
-        first = next(iter(layout.entries))
+        first = layout.entries[0]
         device = first.owners[0][0]._parameters[first.owners[0][1]].device
-        theta0 = torch.empty(D, dtype=flat_dtype(layout), device=device)
-        self._requires_grad = {}
-        with torch.no_grad():
-            for e in layout.entries:
-                mod, attr = e.owners[0]
-                theta0[e.offset : e.offset + e.numel].copy_(mod._parameters[attr].reshape(-1))
-        for e in layout.entries:
-            mod, attr = e.owners[0]
-            self._requires_grad[e.name] = mod._parameters[attr].requires_grad
-            for mod, attr in e.owners:
-                del mod._parameters[attr]
-        for name, p in model.named_parameters():
-            self._requires_grad[name] = p.requires_grad
+        self._requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+        for p in model.parameters():
+            p.requires_grad_(False)
+        lam = torch.ones(m, device=device) if cfg.is_said else None
+        layer = IntrinsicLayer(adapter_name, torch.zeros(d_proj, device=device), lam)
+        setattr(self, LAYER_ATTR, layer)
+        layer.composer = Composer(layout, projection, lambda: (layer.theta_d, layer.said_lambda))
+        self.set_requires_grad(adapter_name, not cfg.inference_mode)
+        # DDP: never broadcast or all-reduce the frozen base (names as seen from a PeftModel,
+        # from this tuner and from the bare model: names that match nothing are ignored)
+        names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+        names += [n for n, _ in model.named_buffers(remove_duplicate=False)]
+        self._ddp_params_and_buffers_to_ignore = (
+            names + [f"model.{n}" for n in names] + [f"base_model.model.{n}" for n in names]
+        )
+
+    def _create_and_replace(self, *args, **kwargs):
+        raise NotImplementedError("IntrinsicModel re-parametrises whole tensors and replaces no module")
+
+    def _prepare_adapter_config(self, peft_config, model_config):
+        return peft_config
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        return None  # θ_d stays float32: the projection is computed in float32
+
+    def _check_new_adapter_config(self, config) -> None:
+        if len(self.peft_config) > 1:
+            raise ValueError("idcompress supports one adapter per model")
+
+    # -- what users read ----------------------------------------------------------------------------
+    @property
+    def _layer(self) -> IntrinsicLayer:
+        return self._modules[LAYER_ATTR]
+
+    @property
+    def composer(self) -> Composer:
+        return self._layer.composer
+
+    @property
+    def theta_d(self) -> nn.Parameter:
+        return self._layer.theta_d
+
+    @property
+    def said_lambda(self) -> nn.Parameter | None:
+        return self._layer.said_lambda
+
+    @property
+    def layout(self) -> Layout:
+        return self.composer.layout
+
+    @property
+    def projection(self) -> Projection:
+        return self.composer.projection
+
+    @property
+    def intrinsic_config(self) -> IntrinsicConfig:
+        return self.peft_config[self._layer._active_adapter]
+
+    @property
+    def recompute(self) -> bool:
+        """Recompose weights in backward instead of keeping them (less memory, one more composition)."""
+        return self.composer.recompute
+
+    @recompute.setter
+    def recompute(self, value: bool) -> None:
+        self.composer.recompute = bool(value)
+
+    def composed(self, name: str) -> torch.Tensor:
+        """θ₀ + λ·Pθ_d of the tuned parameter ``name`` (differentiable when grad is enabled)."""
+        names = self.layout.names
+        if name not in names:
+            raise KeyError(f"{name!r} is not a tuned parameter (first ones: {names[:5]})")
+        return self.composer.compose(names.index(name))
+
+    # -- PEFT plumbing ----------------------------------------------------------------------------
+    def _enable_adapter_layers(self, enabled: bool = True) -> None:
+        self._layer.enable_adapters(enabled)
+
+    def set_requires_grad(self, adapter_names, requires_grad: bool = True) -> None:
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for name in names:
+            if name not in self._layer.intrinsic_theta_d:
+                raise ValueError(f"adapter {name!r} does not exist; this model has {list(self._layer.intrinsic_theta_d)}")
+            self._layer.intrinsic_theta_d[name].requires_grad_(requires_grad)
+            if name in self._layer.intrinsic_lambda:
+                self._layer.intrinsic_lambda[name].requires_grad_(requires_grad)
+
+    def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
+        self.set_requires_grad(adapter_name, not inference_mode)
+
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        for p in model.parameters():
             p.requires_grad_(False)
 
-        self.base_model = model
-        self.intrinsic_config = config
-        self.layout: Layout = layout
-        self.projection: Projection = projection.to(device)
-        self.register_buffer("theta0", theta0, persistent=False)
-        self.theta_d = nn.Parameter(torch.zeros(d_proj, device=device))
-        if config.is_said:
-            self.said_lambda = nn.Parameter(torch.ones(m, device=device))
-        else:
-            self.said_lambda = None
-        self._cache_key = None
-        self._buffer, self._buffer_key = None, None  # θ of the fused path (see _fused_compose)
-        self._sizes = layout.sizes
-        self._shapes = [e.shape for e in layout.entries]
-        sizes = torch.tensor([0, *layout.sizes], dtype=torch.int64)
-        self._seg_offsets = sizes.cumsum(0)
-        self.use_fused = True  # the fused kernels where the projection has them (see _fused_ok)
-        self._install(self._theta0_views())
-        # DDP: never broadcast or all-reduce the frozen θ₀ or the frozen base tensors
-        self._ddp_params_and_buffers_to_ignore = ["theta0"] + [
-            f"base_model.{n}" for n, _ in model.named_parameters()
-        ]
+    def merge_adapter(self, *args, **kwargs) -> None:
+        raise NotImplementedError("an idcompress adapter cannot be merged reversibly; use merge_and_unload()")
 
-    # -- composition ------------------------------------------------------------------------------
-    def _tensor_dtype(self, e) -> torch.dtype:
-        return e.dtype if len({x.dtype for x in self.layout.entries}) > 1 else self.theta0.dtype
+    def unmerge_adapter(self, *args, **kwargs) -> None:
+        raise NotImplementedError("an idcompress adapter cannot be merged reversibly; use merge_and_unload()")
 
-    def _theta0_views(self) -> list[torch.Tensor]:
-        parts = self.theta0.split(self.layout.sizes)
-        return [p.view(e.shape).to(self._tensor_dtype(e)) for p, e in zip(parts, self.layout.entries)]
+    def delete_adapter(self, adapter_name: str) -> None:
+        raise NotImplementedError("an idcompress adapter cannot be deleted in place; use unload()")
 
-    def _fused_ok(self) -> bool:
-        uses = getattr(self.projection, "uses_numba", None)
-        return (
-            self.use_fused
-            and uses is not None
-            and uses()
-            and self.theta0.dtype == torch.float32
-            and self.theta0.device.type == "cpu"
-            and len({e.dtype for e in self.layout.entries}) == 1
-        )
-
-    def compose(self) -> list[torch.Tensor]:
-        """θ₀ + λ·Pθ_d for every tensor of the layout (differentiable in ``theta_d``/``said_lambda``)."""
-        if self._fused_ok():
-            return list(self._fused_compose())
-        delta = self.projection.apply(self.theta_d)
-        parts = delta.split(self.layout.sizes)
-        base = self.theta0.split(self.layout.sizes)
-        lam = self.said_lambda
-        out = []
+    @torch.no_grad()
+    def merge_and_unload(self, progressbar: bool = False, safe_merge: bool = False, adapter_names=None) -> nn.Module:
+        """The base model (its own class) with θ₀ + λ·Pθ_d written into its parameters."""
+        composer = self.composer
+        composer.inference_cache = False
+        values = []
         for i, e in enumerate(self.layout.entries):
-            b = base[i] if base[i].dtype == torch.float32 else base[i].float()
-            t = b + parts[i] if lam is None else torch.addcmul(b, parts[i], lam[i].float())
-            out.append(t.view(e.shape).to(self._tensor_dtype(e)))
-        return out
+            t = composer.compose(i)
+            if safe_merge and not torch.isfinite(t).all():
+                raise ValueError(f"merging would write NaN/Inf into {e.name!r}")
+            values.append(t) if safe_merge else composer.parameter(i).copy_(t)
+        for i, t in enumerate(values):
+            composer.parameter(i).copy_(t)
+        return self._unload()
 
-    def _fused_compose(self) -> tuple[torch.Tensor, ...]:
-        # θ lives in one persistent buffer (no 91 MB allocation and page faults per step on
-        # MiniLM); it is rewritten only when θ_d or λ changed since the last write
-        lam = self.said_lambda
-        key = (self.theta_d.detach(), None if lam is None else lam.detach())
-        last = self._buffer_key
-        write = (
-            self._buffer is None
-            or last is None
-            or not torch.equal(last[0], key[0])
-            or (lam is not None and not torch.equal(last[1], key[1]))
-        )
-        if self._buffer is None:
-            self._buffer = torch.empty_like(self.theta0)
-        outs = _FusedCompose.apply(
-            self.theta_d, lam, self.projection, self.theta0, self._seg_offsets, self._buffer,
-            write, self._sizes, self._shapes,
-        )
-        if write:
-            self._buffer_key = tuple(None if k is None else k.clone() for k in key)
-        return outs
+    def unload(self) -> nn.Module:
+        """The base model with θ₀ in place (the tuning discarded)."""
+        return self._unload()
 
-    def _install(self, tensors: list[torch.Tensor]) -> None:
-        for e, t in zip(self.layout.entries, tensors):
-            for mod, attr in e.owners:
-                mod.__dict__[attr] = t
-
-    def _refresh(self) -> None:
-        lam = self.said_lambda
-        key = (self.theta_d._version, None if lam is None else lam._version, self.theta_d.device)
-        if not torch.is_grad_enabled():
-            if self._cache_key == key:
-                return
-            self._install(self.compose())
-            self._cache_key = key
-        else:
-            self._install(self.compose())
-            self._cache_key = None
-
-    def forward(self, *args, **kwargs):
-        """Same arguments and outputs as the base model's forward."""
-        self._refresh()
-        return self.base_model(*args, **kwargs)
-
-    # -- nn.Module plumbing -----------------------------------------------------------------------
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        if "projection" in self.__dict__:
-            self.projection.to(self.theta0.device)
-            self._cache_key = None
-            self._buffer, self._buffer_key = None, None
-            self._install(self._theta0_views())
-        return self
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in ("base_model", "_modules", "_parameters", "_buffers"):
-                raise
-            return getattr(self._modules["base_model"], name)
-
-    # -- PEFT-like API ----------------------------------------------------------------------------
-    def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable numbers, all numbers incl. θ₀ and the frozen rest of the base)."""
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in self.base_model.parameters())
-        return trainable, trainable + frozen + self.layout.D
-
-    def print_trainable_parameters(self) -> None:
-        t, a = self.get_nb_trainable_parameters()
-        print(
-            f"trainable params: {t:,} || all params: {a:,} || trainable%: {100 * t / a:.4f} "
-            f"|| D (tuned through P): {self.layout.D:,} in {self.layout.m} tensors"
-        )
-
-    def _restore_parameters(self, tensors: list[torch.Tensor]) -> nn.Module:
-        for e, t in zip(self.layout.entries, tensors):
-            p = nn.Parameter(t.detach().clone(), requires_grad=self._requires_grad.get(e.name, True))
-            for mod, attr in e.owners:
-                mod.__dict__.pop(attr, None)
-                mod._parameters[attr] = p
-        model = self.base_model
+    def _unload(self) -> nn.Module:
+        self.composer.remove()
+        model = self.model
         for name, p in model.named_parameters():
             p.requires_grad_(self._requires_grad.get(name, True))
+        del self._modules[LAYER_ATTR]
+        if "peft_config" in model.__dict__:
+            del model.peft_config
         return model
 
-    @torch.no_grad()
-    def merge_and_unload(self) -> nn.Module:
-        """The base model (its own class) with θ₀ + λ·Pθ_d written into its parameters.
+    # -- state dict <-> checkpoint keys (PEFT's hooks) ----------------------------------------------
+    @classmethod
+    def _model_key(cls, model, adapter_name: str, attr: str) -> str:
+        return f"{_tuner_prefix(model)}{LAYER_ATTR}.{attr}.{adapter_name}"
 
-        The wrapper must not be used afterwards.
-        """
-        model = self._restore_parameters(self.compose())
-        self._unloaded()
-        return model
+    @classmethod
+    def _get_adapter_state_dict(cls, model, config, adapter_name, state_dict, unwanted_adapter_names):
+        dtype = DTYPES[config.vector_dtype]
+        out = {}
+        for _, attr in _VECTORS:
+            key = cls._model_key(model, adapter_name, attr)
+            if key in state_dict:
+                out[key] = state_dict[key].detach().to(dtype)
+        return out
 
-    @torch.no_grad()
-    def unload(self) -> nn.Module:
-        """The base model with θ₀ back in place (the tuning discarded)."""
-        model = self._restore_parameters(self._theta0_views())
-        self._unloaded()
-        return model
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        for ckpt, attr in _VECTORS:
+            if key.endswith(f"{LAYER_ATTR}.{attr}.{adapter_name}"):
+                return ckpt
+        return super()._remove_adapter_name_from_key(key, adapter_name)
 
-    def _unloaded(self) -> None:
-        del self._modules["base_model"]
-        self._cache_key = None
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        source = f"{getattr(config, '_source', None) or 'checkpoint'} (adapter_model.safetensors)"
+        dtypes = {k: _ST_DTYPES.get(v.dtype, str(v.dtype)) for k, v in state_dict.items()}
+        theta, lam = check_vectors(config.to_dict(), state_dict, dtypes, source)
+        out = {cls._model_key(model, adapter_name, "intrinsic_theta_d"): theta}
+        if lam is not None:
+            out[cls._model_key(model, adapter_name, "intrinsic_lambda")] = lam
+        return out
 
-    # -- checkpoints ------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory, single_file: bool = False, overwrite: bool = False, **_):
-        """Write the tiny checkpoint (a PEFT-layout directory, or one ``*.idc.safetensors``)."""
-        from ..checkpoint.format import save_intrinsic_model
-
-        return save_intrinsic_model(self, save_directory, single_file=single_file, overwrite=overwrite)
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, single_file: bool = False, overwrite: bool = False, **_) -> Path:
+        """Write the tiny checkpoint (a PEFT-layout directory, or one ``*.idc.safetensors``); atomic."""
+        return save_checkpoint(self, save_directory, single_file=single_file, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(
@@ -292,36 +326,95 @@ class IntrinsicModel(nn.Module):
         allow_fingerprint_mismatch: bool = False,
         device=None,
         cache_dir=None,
+        is_trainable: bool = True,
         **model_kwargs,
-    ) -> IntrinsicModel:
-        """Rebuild a tuned model from a checkpoint directory, ``*.idc.safetensors`` or hub repo id.
+    ):
+        """Rebuild a tuned model (a ``peft.PeftModel``) from a checkpoint directory, ``*.idc.safetensors``
+        or hub repo id.
 
-        Without ``base_model`` the base is resolved from the checkpoint (packaged short name,
-        local folder or hub id + ``revision``); P and new heads are regenerated from the seed;
-        a base with another fingerprint is refused unless ``allow_fingerprint_mismatch``.
+        Without ``base_model`` the base is resolved from the checkpoint (a packaged model by its
+        hub id when the fingerprint matches, a local folder, or a hub id + ``revision``); P and new
+        heads are regenerated from the seed; a base with another fingerprint is refused unless
+        ``allow_fingerprint_mismatch``. ``is_trainable=False`` freezes θ_d (PEFT's default).
         """
-        from ..checkpoint.format import load_intrinsic_model
-        from ..checkpoint.hub import checkpoint_in_folder, resolve_checkpoint
+        from .loading import load_tuned
 
-        path = resolve_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir)
-        if path.is_dir():
-            path = checkpoint_in_folder(path)
-        return load_intrinsic_model(
-            path, base_model=base_model, allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-            device=device, **model_kwargs,
+        return load_tuned(
+            path_or_id, base_model=base_model, revision=revision,
+            allow_fingerprint_mismatch=allow_fingerprint_mismatch, device=device, cache_dir=cache_dir,
+            is_trainable=is_trainable, **model_kwargs,
         )
-
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Upload the checkpoint to the Hugging Face Hub (see ``checkpoint.hub.push_to_hub``)."""
-        from ..checkpoint.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
 
     def extra_repr(self) -> str:
         c = self.intrinsic_config
         return f"projection={c.projection}, d={c.d}, D={self.layout.D}, m={self.layout.m}, seed={c.seed}"
 
 
-def get_intrinsic_model(model: nn.Module, config: IntrinsicConfig) -> IntrinsicModel:
-    """Wrap ``model`` so that its only trainable numbers are a ``config.d``-dimensional vector."""
-    return IntrinsicModel(model, config)
+def _tuner_prefix(model) -> str:
+    """State-dict prefix of the tuner inside ``model`` (``"base_model."`` in a ``PeftModel``)."""
+    if isinstance(model, IntrinsicModel):
+        return ""
+    for name, module in model.named_modules():
+        if isinstance(module, IntrinsicModel):
+            return name + "."
+    raise ValueError(f"{type(model).__name__} holds no idcompress adapter")
+
+
+def tuner_of(model) -> IntrinsicModel:
+    """The :class:`IntrinsicModel` of a ``PeftModel`` (or the tuner itself)."""
+    if isinstance(model, IntrinsicModel):
+        return model
+    inner = getattr(model, "base_model", None)
+    if isinstance(inner, IntrinsicModel):
+        return inner
+    raise TypeError(f"{type(model).__name__} is not an idcompress model (no IntrinsicModel inside)")
+
+
+def _check_layout(layout: Layout, cfg: IntrinsicConfig, layout_names: list[str] | None, source: str) -> None:
+    if layout.digest() == cfg.layout_digest:
+        return
+    have = layout.names
+    detail = ""
+    if layout_names is not None:
+        missing = [n for n in layout_names if n not in set(have)]
+        extra = [n for n in have if n not in set(layout_names)]
+        if missing:
+            detail += f"; missing from the base: {missing[:10]}" + (" …" if len(missing) > 10 else "")
+        if extra:
+            detail += f"; not in the checkpoint: {extra[:10]}" + (" …" if len(extra) > 10 else "")
+        if not missing and not extra:
+            detail += "; same tensor names, but their shapes, dtypes or order differ"
+    raise ValueError(
+        f"{source}: the base model's layout (D={layout.D}, {layout.m} tensors) differs from the "
+        f"checkpoint's (D={cfg.D}, {cfg.num_tensors} tensors){detail}"
+    )
+
+
+def save_checkpoint(model, path, single_file: bool = False, overwrite: bool = False) -> Path:
+    """Write ``model``'s checkpoint (a ``PeftModel`` of this method, or its tuner) to ``path``: a
+    directory in PEFT's layout, or with ``single_file`` one ``*.idc.safetensors``. Atomic; an
+    existing non-empty target is refused unless ``overwrite``."""
+    tuner = tuner_of(model)
+    cfg = tuner.intrinsic_config
+    tensors = vector_tensors(tuner.theta_d, tuner.said_lambda, cfg.vector_dtype)
+    path = Path(path)
+    if single_file and not path.name.endswith(SINGLE_FILE_SUFFIX):
+        raise ValueError(f"a single-file checkpoint must be named *{SINGLE_FILE_SUFFIX}, got {path.name!r}")
+    return write_checkpoint(path, cfg.to_dict(), tensors, tuner.layout.names, single_file=single_file,
+                            overwrite=overwrite)
+
+
+def get_intrinsic_model(model: nn.Module, config: IntrinsicConfig, adapter_name: str = "default"):
+    """Wrap ``model`` so that its only trainable numbers are a ``config.d``-dimensional vector.
+
+    Returns PEFT's model class for ``config.task_type`` (``PeftModel`` when there is none), as
+    ``peft.get_peft_model`` does; unlike it, a ``base_model_name_or_path`` given in the config is
+    kept (packaged models are recorded under their hub id).
+    """
+    from peft.mapping_func import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
+    from peft.peft_model import PeftModel
+
+    if isinstance(model, IntrinsicModel) or isinstance(getattr(model, "base_model", None), IntrinsicModel):
+        raise ValueError("model is already an idcompress model")
+    cls = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(config.task_type, PeftModel)
+    return cls(model, config, adapter_name)
