@@ -1,9 +1,8 @@
-"""The tiny checkpoint: seed + vector in PEFT's layout or one ``*.idc.safetensors`` (SPEC §4–5)."""
+"""The checkpoint files: seed + vector in PEFT's layout or one ``*.idc.safetensors``; base fingerprint; hub."""
 
 from .._lazy import lazy_getattr
 
-__all__ = ["fingerprint", "load_checkpoint_files", "load_intrinsic_model", "save_intrinsic_model"]
+__all__ = ["fingerprint", "load_checkpoint_files", "write_checkpoint"]
 __getattr__ = lazy_getattr(__name__, {
-    "fingerprint": ".fingerprint", "load_checkpoint_files": ".format",
-    "load_intrinsic_model": ".format", "save_intrinsic_model": ".format",
+    "fingerprint": ".fingerprint", "load_checkpoint_files": ".format", "write_checkpoint": ".format",
 })

@@ -58,7 +58,7 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
                      revision: str | None = None) -> dict:
     """Merge ``checkpoint`` into its base and write a transformers folder at ``out`` (atomic)."""
     from ..checkpoint.format import _normal_permissions, _replace
-    from ..models import resolve_model_name
+    from ..models import packaged_folder, resolve_model_name
     from ..tuners.model import IntrinsicModel
 
     out = Path(out).expanduser()
@@ -98,7 +98,7 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
         else:
             merged.save_pretrained(tmp)
         if cfg.base_model_name_or_path and arch is None:
-            base = resolve_model_name(cfg.base_model_name_or_path)
+            base = packaged_folder(cfg.base_model_name_or_path) or resolve_model_name(cfg.base_model_name_or_path)
             saved = _save_preprocessing(base, cfg.revision, tmp)
         _normal_permissions(tmp)
         _replace(tmp, out)

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         intrinsic_report,
         texts_for_task,
     )
-    from ..models import resolve_model_name
+    from ..models import packaged_folder, resolve_model_name
     from ..tuners import IntrinsicModel
 
     if args.n < 2:
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     d90 = d90_from_results(args.measure_results) if args.measure_results else None
     model = IntrinsicModel.from_pretrained(args.checkpoint, allow_fingerprint_mismatch=args.force)
     cfg = model.intrinsic_config
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(cfg.base_model_name_or_path))
+    name = cfg.base_model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(packaged_folder(name) or resolve_model_name(name))
     data_kwargs = {}
     if args.validation_file:
         # only the eval split is read; the file stands in for the train split the loader expects

@@ -82,18 +82,9 @@ def report_on_batches(model, batches, out_dir: str | os.PathLike, facts: dict | 
     pixel_values); ``module_names``: layers from forward hooks instead of ``hidden_states``."""
     # hooked submodules may give feature maps (B, C, H, W): only the spatial mean is defined there
     pool = {"pooling": "mean"} if module_names is not None else {}
-    theta = model.theta_d.detach().clone()
-    lam = None if model.said_lambda is None else model.said_lambda.detach().clone()
-    try:
-        model.theta_d.zero_()
-        if lam is not None:
-            model.said_lambda.fill_(1.0)
+    with model.disable_adapter():  # the base computes with θ₀ exactly
         base = collect_hidden_states(model, batches, progress=progress, desc="base hidden states",
                                      module_names=module_names, **pool)
-    finally:
-        model.theta_d.copy_(theta)
-        if lam is not None:
-            model.said_lambda.copy_(lam)
     tuned = collect_hidden_states(model, batches, progress=progress, desc="tuned hidden states",
                                   module_names=module_names, **pool)
     return geometry_report(base, tuned, out_dir, facts=facts, progress=progress)

@@ -52,9 +52,15 @@ class Projection:
     def prepare_adjoint(self, gu: torch.Tensor) -> torch.Tensor:
         return gu.to(torch.float32)
 
+    def _shim_px(self, u):
+        hit = getattr(self, "_shim_cache", None)
+        if hit is None or hit[0] is not u or hit[1] != u._version:
+            self._shim_cache = hit = (u, u._version, self._forward(u))
+        return hit[2]
+
     def range_apply(self, u, start, stop, theta0=None, scale=1.0, out=None):
         with torch.no_grad():
-            v = self._forward(u)[start:stop]
+            v = self._shim_px(u)[start:stop]
             res = v * scale if theta0 is None else theta0 + torch.tensor(scale, dtype=torch.float32) * v
             return res if out is None else out.copy_(res)
 
@@ -63,7 +69,7 @@ class Projection:
             y = torch.zeros(self.D, dtype=torch.float32, device=g.device)
             y[start:stop] = g * scale
             gu = self._adjoint(y)
-            dot = None if u is None else float((g.double() * self._forward(u)[start:stop].double()).sum())
+            dot = None if u is None else float((g.double() * self._shim_px(u)[start:stop].double()).sum())
             return gu, dot
 
     def state_bytes(self) -> int:

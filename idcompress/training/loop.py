@@ -10,7 +10,7 @@ Choices made here:
 * Only trainable parameters reach AdamW. Weight decay applies to matrices and ``theta_d``, never
   to biases, norms or SAID's scales ``said_lambda`` (decaying a scale towards 0 would shrink the
   whole update). Under DDP the frozen θ₀ of an intrinsic model is never broadcast or reduced:
-  ``IntrinsicModel`` lists it in ``_ddp_params_and_buffers_to_ignore``, which the
+  the adapter lists it in ``_ddp_params_and_buffers_to_ignore``, which the
   ``DistributedDataParallel`` that ``accelerator.prepare`` builds honours.
 * Randomness: the library never seeds torch's global RNG (dropout draws from it); the
   ``idcompress finetune`` command calls ``accelerate.utils.set_seed(seed)`` before
@@ -237,13 +237,14 @@ def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
     from ..geometry.pipeline import checkpoint_facts, report_on_batches
 
     module_names = None
-    if not isinstance(model.base_model, PreTrainedModel):
-        names = getattr(model.base_model, "report_module_names", None)
+    base = model.get_base_model()
+    if not isinstance(base, PreTrainedModel):
+        names = getattr(base, "report_module_names", None)
         if not names:
-            print(f"geometry report skipped: {type(model.base_model).__name__} is not a "
+            print(f"geometry report skipped: {type(base).__name__} is not a "
                   "transformers model (no hidden_states) and lists no report_module_names")
             return None
-        module_names = [f"base_model.{n}" for n in names]
+        module_names = [f"base_model.model.{n}" for n in names]
     batches, n = [], 0
     for batch in eval_dl:
         b = {k: v for k, v in batch.items() if k in _REPORT_KEYS}

@@ -184,8 +184,9 @@ def save_model(model: nn.Module, method: str, path: str | os.PathLike,
     model, as a module folder when ``module_folder`` is given; lora: the PEFT adapter)."""
     path = Path(path)
     if method == "intrinsic":
-        out = model.save_pretrained(path, overwrite=True)
-        return Path(out) if out is not None else path
+        from ..tuners import save_checkpoint
+
+        return save_checkpoint(model, path, overwrite=True)
     if module_folder is not None:
         from ..models.saved import save_module_folder
 

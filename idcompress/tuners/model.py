@@ -418,3 +418,10 @@ def get_intrinsic_model(model: nn.Module, config: IntrinsicConfig, adapter_name:
         raise ValueError("model is already an idcompress model")
     cls = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(config.task_type, PeftModel)
     return cls(model, config, adapter_name)
+
+
+def push_to_hub(model, repo_id: str, **kwargs) -> str:
+    """Upload ``model``'s tiny checkpoint to the hub repo ``repo_id`` (see ``checkpoint.hub.push_to_hub``)."""
+    from ..checkpoint.hub import push_to_hub as _push
+
+    return _push(tuner_of(model), repo_id, **kwargs)
