@@ -54,8 +54,9 @@ class Projection:
 
     def _shim_px(self, u):
         hit = getattr(self, "_shim_cache", None)
-        if hit is None or hit[0] is not u or hit[1] != u._version:
-            self._shim_cache = hit = (u, u._version, self._forward(u))
+        key = (u.data_ptr(), u._version, u.shape)
+        if hit is None or hit[0] != key:
+            self._shim_cache = hit = (key, None, self._forward(u))
         return hit[2]
 
     def range_apply(self, u, start, stop, theta0=None, scale=1.0, out=None):
