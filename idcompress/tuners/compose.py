@@ -81,14 +81,14 @@ class _Recipe:
 class Composer:
     """Composes the layout's tensors into their modules while those modules run (see module doc).
 
-    ``theta_d`` / ``said_lambda`` are read through ``vectors()`` (a callable returning them), so
-    the PEFT layer that owns them stays their only home.
+    ``theta_d`` / ``said_lambda`` are read from ``owner`` (the PEFT layer that holds them), so it
+    stays their only home.
     """
 
-    def __init__(self, layout: Layout, projection: Projection, vectors) -> None:
+    def __init__(self, layout: Layout, projection: Projection, owner: nn.Module) -> None:
         self.layout = layout
         self.projection = projection
-        self.vectors = vectors
+        self.owner = owner
         self.active = True
         self.recompute = False
         self.inference_cache = True
@@ -105,6 +105,15 @@ class Composer:
         for module, _ in self._by_module.values():
             self._handles.append(module.register_forward_pre_hook(self._pre_hook))
             self._handles.append(module.register_forward_hook(self._post_hook, always_call=True))
+
+    def vectors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.owner.theta_d, self.owner.said_lambda
+
+    def __getstate__(self) -> dict:
+        # caches hold graph nodes (not copyable) and transient hook state: a copy starts clean
+        state = dict(self.__dict__)
+        state.update(_u={}, _cache={}, _cache_key=None, _depth={}, _saved_hooks={})
+        return state
 
     # -- values -----------------------------------------------------------------------------------
     def parameter(self, index: int) -> nn.Parameter:

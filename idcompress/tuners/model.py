@@ -154,7 +154,7 @@ class IntrinsicModel(BaseTuner):
         lam = torch.ones(m, device=device) if cfg.is_said else None
         layer = IntrinsicLayer(adapter_name, torch.zeros(d_proj, device=device), lam)
         setattr(self, LAYER_ATTR, layer)
-        layer.composer = Composer(layout, projection, lambda: (layer.theta_d, layer.said_lambda))
+        layer.composer = Composer(layout, projection, layer)
         self.set_requires_grad(adapter_name, not cfg.inference_mode)
         # DDP: never broadcast or all-reduce the frozen base (names as seen from a PeftModel,
         # from this tuner and from the bare model: names that match nothing are ignored)
