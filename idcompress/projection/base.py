@@ -3,9 +3,25 @@
 A projection is a plain object (not an ``nn.Module``: ``Module.apply`` means something else) that
 owns a few tensors and moves with ``.to(device)``. ``apply`` is differentiable: its backward is
 ``adjoint``, so nothing of size ``D × d`` is ever built for the gradient.
+
+Range operations (core v2, no autograd; the adapter wraps them). A tuned tensor is a contiguous
+range ``[start, stop)`` of the flat layout, composed when its module runs:
+
+* ``u = prepare(x)``: what the range operations read, float32, once per step (Fastfood:
+  ``H B x_pad``, ``(n,)``; dense and sparse: ``x``, ``(d,)``).
+* ``range_apply(u, start, stop, theta0, scale, out)``: ``θ₀ + scale·(P x)[start:stop]``.
+* ``range_adjoint(g, start, stop, scale, u)``: the gradient w.r.t. ``u`` of
+  ``⟨g, scale·(P x)[start:stop]⟩`` and, given ``u``, ``Σ g_i (P x)[start+i]`` (SAID's λ gradient).
+* ``prepare_adjoint(Σ gu)``: the gradient w.r.t. ``x``, once per step.
+
+Each range operation touches only the part of ``P`` that covers the range (Fastfood: the blocks
+``start//n … (stop−1)//n``; dense: the rows; sparse: the non-zeros of those rows).
 """
 
 from __future__ import annotations
+
+import numbers
+import operator
 
 import torch
 
@@ -45,33 +61,87 @@ class Projection:
         with torch.no_grad():
             return self._adjoint(y.detach().to(torch.float32))
 
-    # -- per-range operations (TEMPORARY whole-D emulation; replaced by the kernels branch) -------
+    # -- range operations (core v2) ------------------------------------------------------------
+    @property
+    def u_size(self) -> int:
+        """Length of the prepared vector ``u`` (Fastfood: ``n``; dense and sparse: ``d``)."""
+        return self.d
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x.detach().to(torch.float32)
+        """``u``, what the range operations read: float32, shape ``(u_size,)``, on this device.
+
+        Fastfood: ``u = H B x_pad`` (``(n,)``); dense and sparse: a float32 copy of ``x``. ``x``:
+        shape ``(d,)``, any floating dtype. No autograd here (the adapter wraps it).
+        """
+        self._check(x, self.d, "x")
+        _check_float(x, "x")
+        with torch.no_grad():
+            return self._prepare(x.detach())
 
     def prepare_adjoint(self, gu: torch.Tensor) -> torch.Tensor:
-        return gu.to(torch.float32)
+        """The gradient w.r.t. ``x`` (float32 ``(d,)``) given the gradient ``gu`` w.r.t. ``u``.
 
-    def _shim_px(self, u):
-        hit = getattr(self, "_shim_cache", None)
-        key = (u.data_ptr(), u._version, u.shape)
-        if hit is None or hit[0] != key:
-            self._shim_cache = hit = (key, None, self._forward(u))
-        return hit[2]
-
-    def range_apply(self, u, start, stop, theta0=None, scale=1.0, out=None):
+        ``gu``: shape ``(u_size,)``, float32 or float64 (e.g. the sum of ``range_adjoint``
+        results). Fastfood: ``(B ⊙ H gu)[:d]``, transformed in float64; dense and sparse: ``gu``.
+        """
+        self._check(gu, self.u_size, "gu")
+        _check_float(gu, "gu")
+        self._check_device(gu, "gu")
         with torch.no_grad():
-            v = self._shim_px(u)[start:stop]
-            res = v * scale if theta0 is None else theta0 + torch.tensor(scale, dtype=torch.float32) * v
-            return res if out is None else out.copy_(res)
+            return self._prepare_adjoint(gu.detach())
 
-    def range_adjoint(self, g, start, stop, scale=1.0, u=None):
+    def range_apply(
+        self,
+        u: torch.Tensor,
+        start: int,
+        stop: int,
+        theta0: torch.Tensor | None = None,
+        scale: float = 1.0,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``theta0 + scale·(P x)[start:stop]``, float32 ``(stop−start,)``, no autograd.
+
+        ``u``: from :meth:`prepare`. ``theta0``: float32 contiguous ``(stop−start,)`` or None
+        (then ``scale·(P x)[start:stop]``). ``out``: optional float32 contiguous
+        ``(stop−start,)`` to write into; it may be ``theta0`` itself. Returns ``out`` if given.
+        """
+        start, stop = self._check_range(start, stop)
+        n = stop - start
+        self._check_u(u)
+        if theta0 is not None:
+            self._check_f32(theta0, n, "theta0")
+        if out is not None:
+            self._check_f32(out, n, "out")
+        scale = _check_scale(scale)
         with torch.no_grad():
-            y = torch.zeros(self.D, dtype=torch.float32, device=g.device)
-            y[start:stop] = g * scale
-            gu = self._adjoint(y)
-            dot = None if u is None else float((g.double() * self._shim_px(u)[start:stop].double()).sum())
-            return gu, dot
+            res = self._range_apply(u.detach(), start, stop,
+                                    None if theta0 is None else theta0.detach(), scale,
+                                    None if out is None else out.detach())
+        return res if out is None else out
+
+    def range_adjoint(
+        self,
+        g: torch.Tensor,
+        start: int,
+        stop: int,
+        scale: float = 1.0,
+        u: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, float | None]:
+        """Backward of ``u ↦ scale·(P x)[start:stop]``: ``(gu, dot)``, no autograd.
+
+        ``g``: float32 contiguous ``(stop−start,)``, the gradient w.r.t. the range. ``gu``:
+        float32 ``(u_size,)``, ``∂⟨g, scale·(P x)[start:stop]⟩/∂u``; sum it over the ranges and
+        pass it to :meth:`prepare_adjoint`. ``dot``: ``Σ_i g_i (P x)[start+i]`` as a float (SAID's
+        λ gradient) when ``u`` (from :meth:`prepare`) is given, else None.
+        """
+        start, stop = self._check_range(start, stop)
+        self._check_f32(g, stop - start, "g")
+        if u is not None:
+            self._check_u(u)
+        scale = _check_scale(scale)
+        with torch.no_grad():
+            return self._range_adjoint(g.detach(), start, stop, scale,
+                                       None if u is None else u.detach())
 
     def state_bytes(self) -> int:
         """Bytes of tensors this projection keeps between applies."""
@@ -116,8 +186,63 @@ class Projection:
         raise NotImplementedError
 
     def _check(self, t: torch.Tensor, n: int, name: str) -> None:
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{self.kind} projection: {name} must be a tensor, got {type(t).__name__}")
         if t.dim() != 1 or t.shape[0] != n:
             raise ValueError(f"{self.kind} projection: {name} must have shape ({n},), got {tuple(t.shape)}")
+
+    # range operations: subclasses implement these on validated, detached arguments
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, torch.float32, copy=True)
+
+    def _prepare_adjoint(self, gu: torch.Tensor) -> torch.Tensor:
+        return gu.to(self.device, torch.float32, copy=True)
+
+    def _range_apply(self, u, start, stop, theta0, scale, out):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _range_adjoint(self, g, start, stop, scale, u):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_range(self, start, stop) -> tuple[int, int]:
+        vals = []
+        for name, v in (("start", start), ("stop", stop)):
+            if isinstance(v, bool):
+                raise ValueError(f"{name} must be an int, got {name}={v!r}")
+            try:
+                vals.append(operator.index(v))
+            except TypeError:
+                raise ValueError(f"{name} must be an int, got {name}={v!r}") from None
+        start, stop = vals
+        if start < 0 or start >= self.D:
+            raise ValueError(f"start must satisfy 0 <= start < D={self.D}, got start={start}")
+        if stop <= start or stop > self.D:
+            raise ValueError(
+                f"stop must satisfy start < stop <= D={self.D}, got start={start}, stop={stop}"
+            )
+        return start, stop
+
+    def _check_device(self, t: torch.Tensor, name: str) -> None:
+        dev = t.device
+        if dev.type != self.device.type or (
+            dev.index is not None and self.device.index is not None and dev.index != self.device.index
+        ):
+            raise ValueError(
+                f"{self.kind} projection: {name} must be on the projection's device "
+                f"{self.device}, got {name} on {dev}"
+            )
+
+    def _check_f32(self, t: torch.Tensor, n: int, name: str) -> None:
+        """A float32 contiguous ``(n,)`` tensor on this projection's device."""
+        self._check(t, n, name)
+        if t.dtype != torch.float32:
+            raise ValueError(f"{self.kind} projection: {name} must be float32, got {name}.dtype={t.dtype}")
+        if not t.is_contiguous():
+            raise ValueError(f"{self.kind} projection: {name} must be contiguous")
+        self._check_device(t, name)
+
+    def _check_u(self, u: torch.Tensor) -> None:
+        self._check_f32(u, self.u_size, "u")
 
 
 class _ProjectFn(torch.autograd.Function):
@@ -130,3 +255,17 @@ class _ProjectFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         return ctx.proj._adjoint(g.contiguous().to(torch.float32)), None
+
+
+def _check_float(t: torch.Tensor, name: str) -> None:
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {name}.dtype={t.dtype}")
+
+
+def _check_scale(scale) -> float:
+    """``scale`` as a Python float (a real number or a one-element tensor)."""
+    if isinstance(scale, torch.Tensor) and scale.numel() == 1 and scale.is_floating_point():
+        return float(scale)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise ValueError(f"scale must be a real number, got scale={scale!r}")
+    return float(scale)

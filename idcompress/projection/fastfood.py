@@ -22,6 +22,17 @@ Backends (same ``P``; results agree to float32 round-off, not to the bit):
 * ``"numba"``: fused CPU kernels (``fastfood_numba``) that regenerate ``π_k`` and ``G_k`` per
   block inside the kernel; the only state is ``B``.
 * ``"auto"`` (default): numba while the projection lives on the CPU and numba imports, else torch.
+
+Range operations (``Projection.range_apply`` / ``range_adjoint``, core v2): the blocks are
+independent, so ``(P x)[start:stop]`` needs only the blocks ``start//n … (stop−1)//n``. ``u =
+prepare(x) = H B x_pad`` (float32 ``(n,)``, bit-identical to ``FastfoodPlan._u``) is computed once
+per step; ``range_apply`` runs the second transform over the covering blocks and, on the numba
+backend, is bit-identical to the slice of ``apply_add`` for a range inside one segment (same
+float32 expression ``θ₀ + λ·(v·s_k)``). ``range_adjoint`` returns the length-``n`` accumulator
+``Σ_k s_k Π_kᵀ G_k H y_k`` (float64 inside, returned as float32) and SAID's dot
+``Σ_k s_k ⟨H y_k, G_k ⊙ u[π_k]⟩``; ``prepare_adjoint`` applies the last ``(B ⊙ H ·)[:d]`` once
+(in float64). A block straddling two ranges is computed by both. The torch path does the same
+with the cached tables (or regenerated ones) and float64 accumulators for ``gu`` and the dot.
 """
 
 from __future__ import annotations
@@ -162,6 +173,79 @@ class FastfoodProjection(Projection):
             w = fwht(blk.view(k1 - k0, n)) * gs
             z.index_add_(0, perm.reshape(-1), w.reshape(-1))
         return (self.B * fwht(z))[: self.d]
+
+    # -- range operations (core v2, no autograd) -------------------------------------------------
+    @property
+    def u_size(self) -> int:
+        return self.n
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_numba():
+            return torch.from_numpy(self._plan._u(_np(x)))
+        # the same operations as FastfoodPlan._u, on any device
+        xp = torch.zeros(self.n, dtype=torch.float32, device=self.device)
+        xp[: self.d] = x.to(self.device, torch.float32) * self.B[: self.d]
+        return fwht(xp)
+
+    def _prepare_adjoint(self, gu: torch.Tensor) -> torch.Tensor:
+        # FastfoodPlan._finish on any device: the transform in float64, then B, then float32
+        hz = fwht(gu.to(torch.float64))
+        return (hz[: self.d] * self.B[: self.d].to(torch.float64)).to(torch.float32)
+
+    def _range_chunks(self, start: int, stop: int, device):
+        """``(k0, k1, π, G·s)`` for chunks of the blocks covering ``[start, stop)``."""
+        n = self.n
+        kb0, kb1 = start // n, (stop - 1) // n + 1
+        per = max(1, _CHUNK_ELEMS // n)
+        for k0 in range(kb0, kb1, per):
+            k1 = min(kb1, k0 + per)
+            if self.perm is not None:
+                yield k0, k1, self.perm[k0:k1], self.gscale[k0:k1]
+            else:
+                perm, gs = self._tables(k0, k1, device)
+                yield k0, k1, perm, gs
+
+    def _range_apply(self, u, start, stop, theta0, scale, out):
+        if self.uses_numba():
+            res = _numba_kernels().range_forward(
+                self._plan, u.numpy(), start, stop,
+                None if theta0 is None else theta0.numpy(), scale,
+                None if out is None else out.numpy(),
+            )
+            return out if out is not None else torch.from_numpy(res)
+        n = self.n
+        if out is None:
+            out = torch.empty(stop - start, dtype=torch.float32, device=u.device)
+        for k0, k1, perm, gs in self._range_chunks(start, stop, u.device):
+            v = fwht(u[perm] * gs).reshape(-1)
+            a, b = max(start, k0 * n), min(stop, k1 * n)
+            seg = v[a - k0 * n : b - k0 * n] * scale
+            dst = out[a - start : b - start]
+            if theta0 is None:
+                dst.copy_(seg)
+            else:
+                torch.add(theta0[a - start : b - start], seg, out=dst)
+        return out
+
+    def _range_adjoint(self, g, start, stop, scale, u):
+        if self.uses_numba():
+            gu, dot = _numba_kernels().range_adjoint(
+                self._plan, g.numpy(), start, stop, scale, None if u is None else u.numpy()
+            )
+            return torch.from_numpy(gu), dot
+        n = self.n
+        # float64 accumulators, as the numba kernels (a range may cover thousands of blocks)
+        z = torch.zeros(n, dtype=torch.float64, device=g.device)
+        dot = torch.zeros((), dtype=torch.float64, device=g.device)
+        for k0, k1, perm, gs in self._range_chunks(start, stop, g.device):
+            a, b = max(start, k0 * n), min(stop, k1 * n)
+            blk = torch.zeros((k1 - k0) * n, dtype=torch.float32, device=g.device)
+            blk[a - k0 * n : b - k0 * n] = g[a - start : b - start]
+            w = fwht(blk.view(k1 - k0, n)) * gs
+            if u is not None:
+                dot += (w * u[perm]).sum(dtype=torch.float64)
+            z.index_add_(0, perm.reshape(-1).to(torch.int64), (w * scale).reshape(-1).to(torch.float64))
+        return z.to(torch.float32), (None if u is None else float(dot))
 
     # -- fused entry points (no autograd) ---------------------------------------------------------
     def apply_add(

@@ -382,6 +382,86 @@ def _adjoint_said_kernel(yptr, yoff, u, seg_off, seg_scale, D, n, nbits, K, gk0,
     return _reduce_rows(acc), _reduce_rows(dots)
 
 
+@njit(parallel=True, cache=True)
+def range_forward_kernel(u, out, theta0, add, scale, start, stop, D, n, nbits, K, gk0, gk1, pk0,
+                         pk1, nchunks):
+    """``out[i − start] = θ₀[i − start] + scale·(buf·s_k)`` (``add``) or ``scale·(buf·s_k)`` for
+    ``i ∈ [start, stop)``, over the blocks ``start//n … (stop−1)//n`` only (``scale`` float32)."""
+    kb0 = start // n
+    nb = (stop - 1) // n - kb0 + 1
+    for c in prange(nchunks):
+        c0, c1 = _chunk_range(c, nchunks, nb)
+        buf = np.empty(n, np.float32)
+        gbuf = np.empty(n, np.float32)
+        pbuf = np.empty(n, np.uint32)
+        for kk in range(c0, c1):
+            k = kb0 + kk
+            ss = _gen_block(k, n, nbits, gk0, gk1, pk0, pk1, gbuf, pbuf)
+            for i in range(n):
+                buf[i] = u[pbuf[i]] * gbuf[i]
+            _fwht_inplace(buf)
+            sc = _block_scale(ss, n, K)
+            a = k * n
+            lo = max(a, start)
+            hi = min(a + n, stop)
+            if add:
+                for i in range(lo, hi):
+                    out[i - start] = theta0[i - start] + scale * (buf[i - a] * sc)
+            else:
+                for i in range(lo, hi):
+                    out[i - start] = scale * (buf[i - a] * sc)
+
+
+@njit(parallel=True, cache=True)
+def range_adjoint_kernel(g, u, want_dot, scale, start, stop, D, n, nbits, K, gk0, gk1, pk0, pk1,
+                         nchunks):
+    """``(z, dot)``: ``z[π_k(i)] += scale·((H y_k)[i]·G_k[i]·s_k)`` summed over the blocks
+    covering ``[start, stop)``, with ``y = g`` placed at ``start`` (zeros elsewhere), float64
+    ``(n,)``; ``dot = Σ_k s_k ⟨H y_k, G_k ⊙ u[π_k]⟩`` when ``want_dot`` (else 0)."""
+    kb0 = start // n
+    nb = (stop - 1) // n - kb0 + 1
+    acc = np.zeros((nchunks, n), np.float64)
+    dots = np.zeros(nchunks, np.float64)
+    for c in prange(nchunks):
+        c0, c1 = _chunk_range(c, nchunks, nb)
+        z = acc[c]
+        buf = np.empty(n, np.float32)
+        gbuf = np.empty(n, np.float32)
+        pbuf = np.empty(n, np.uint32)
+        t = 0.0
+        for kk in range(c0, c1):
+            k = kb0 + kk
+            ss = _gen_block(k, n, nbits, gk0, gk1, pk0, pk1, gbuf, pbuf)
+            sc = _block_scale(ss, n, K)
+            a = k * n
+            lo = max(a, start) - a
+            hi = min(a + n, stop) - a
+            for i in range(lo):
+                buf[i] = 0.0
+            off = a - start
+            for i in range(lo, hi):
+                buf[i] = g[i + off]
+            for i in range(hi, n):
+                buf[i] = 0.0
+            _fwht_inplace(buf)
+            if want_dot:
+                tk = 0.0
+                for i in range(n):
+                    p = pbuf[i]
+                    v = buf[i] * gbuf[i]
+                    tk += v * u[p]
+                    z[p] += scale * (v * sc)
+                t += tk * sc
+            else:
+                for i in range(n):
+                    z[pbuf[i]] += scale * (buf[i] * gbuf[i] * sc)
+        dots[c] = t
+    dot = 0.0
+    for c in range(nchunks):
+        dot += dots[c]
+    return _reduce_rows(acc), dot
+
+
 @njit(cache=True)
 def _bits_array(k0, k1, index, out):
     for i in range(index.shape[0]):
@@ -575,6 +655,66 @@ def adjoint_said(
         z, dots = _adjoint_said_kernel(yptr, yoff, u, off, sc, *plan._args(), plan._nchunks())
     del keep
     return plan._finish(z), dots.astype(np.float32)
+
+
+def _range_blocks(plan: FastfoodPlan, start: int, stop: int) -> tuple[int, int]:
+    """``(blocks covering [start, stop), fixed number of chunks)``; the chunk count depends on
+    the plan and the range only (never on the thread count)."""
+    if not 0 <= start < stop <= plan.D:
+        raise ValueError(f"need 0 <= start < stop <= D={plan.D}, got start={start}, stop={stop}")
+    nb = (stop - 1) // plan.n - start // plan.n + 1
+    return nb, max(1, min(nb, plan._nchunks()))
+
+
+def range_forward(
+    plan: FastfoodPlan,
+    u: np.ndarray,
+    start: int,
+    stop: int,
+    theta0: np.ndarray | None = None,
+    scale: float = 1.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``θ₀ + scale·(P x)[start:stop]`` (or ``scale·(P x)[start:stop]`` without ``theta0``),
+    float32 ``(stop−start,)``, from ``u = H B x_pad`` (float32 ``(n,)``). ``out`` may be
+    ``theta0``. Bit-identical to :func:`forward_add`'s slice when the range lies in one segment
+    of scale ``scale`` (same float32 expression ``θ₀ + λ·(v·s_k)``)."""
+    nb, nchunks = _range_blocks(plan, start, stop)
+    m = stop - start
+    u = _f32(u, plan.n, "u")
+    add = theta0 is not None
+    theta0 = _f32(theta0, m, "theta0") if add else np.empty(0, np.float32)
+    if out is None:
+        out = np.empty(m, np.float32)
+    _check_out(out, m)
+    with _launch(nb * plan.n):
+        range_forward_kernel(u, out, theta0, add, np.float32(scale), start, stop, *plan._args(),
+                             nchunks)
+    return out
+
+
+def range_adjoint(
+    plan: FastfoodPlan,
+    g: np.ndarray,
+    start: int,
+    stop: int,
+    scale: float = 1.0,
+    u: np.ndarray | None = None,
+) -> tuple[np.ndarray, float | None]:
+    """Backward of ``u ↦ scale·(P x)[start:stop]``: ``(gu float32 (n,), dot)``.
+
+    ``g``: float32 ``(stop−start,)``. ``gu`` is the float64 accumulator cast to float32, before
+    the final ``(B ⊙ H ·)[:d]`` (:meth:`FastfoodPlan._finish`, once per step). ``dot``:
+    ``Σ_i g_i (P x)[start+i]`` (float) when ``u`` is given, else None.
+    """
+    nb, nchunks = _range_blocks(plan, start, stop)
+    g = _f32(g, stop - start, "g")
+    want_dot = u is not None
+    u = _f32(u, plan.n, "u") if want_dot else np.empty(0, np.float32)
+    with _launch(nb * plan.n):
+        z, dot = range_adjoint_kernel(g, u, want_dot, np.float32(scale), start, stop,
+                                      *plan._args(), nchunks)
+    return z.astype(np.float32), (float(dot) if want_dot else None)
 
 
 def _check_out(out: np.ndarray, D: int) -> None:
