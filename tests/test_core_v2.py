@@ -210,3 +210,20 @@ def test_ddp_ignores_the_frozen_base():
     ignore = set(model._ddp_params_and_buffers_to_ignore)
     for name, p in model.named_parameters():
         assert (name in ignore) != p.requires_grad, name
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_every_step_trains_lambda_and_theta_with_fused_adamw(fused):
+    """Fused AdamW updates θ_d in place without bumping its version: the composition must see it."""
+    model = get_intrinsic_model(tiny_gpt2(), IntrinsicConfig(d=200, task_type="CAUSAL_LM"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05, fused=fused)
+    for step in range(3):
+        model(input_ids=IDS, labels=IDS).loss.backward()
+        if step:  # at θ_d = 0, Pθ_d = 0 and λ's gradient is exactly 0
+            assert model.said_lambda.grad.abs().sum() > 0
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        tuned = model(input_ids=IDS).logits
+        with model.disable_adapter():
+            assert not torch.equal(model(input_ids=IDS).logits, tuned)

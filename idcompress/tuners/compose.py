@@ -69,6 +69,12 @@ class _ComposeRange(torch.autograd.Function):
         return gu.to(u.device), glam, None, None, None, None
 
 
+def _same(snapshot: torch.Tensor | None, t: torch.Tensor | None) -> bool:
+    if snapshot is None or t is None:
+        return snapshot is None and t is None
+    return snapshot.device == t.device and snapshot.shape == t.shape and torch.equal(snapshot, t.detach())
+
+
 class _Recipe:
     """What a saved tensor in a composed weight's storage is, to rebuild it in backward."""
 
@@ -121,15 +127,16 @@ class Composer:
         return module._parameters[attr]
 
     def _prepared(self, x: torch.Tensor) -> torch.Tensor:
+        # keyed by value: fused optimizers (AdamW(fused=True), Trainer's default) update θ_d in
+        # place without bumping its version counter, so a version key would go stale
         grad = torch.is_grad_enabled() and x.requires_grad
-        key = (id(x), x._version, x.device, torch.is_inference_mode_enabled())
         hit = self._u.get(grad)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        if hit is not None and _same(hit[0], x) and hit[1] == torch.is_inference_mode_enabled():
+            return hit[2]
         if self.projection.device != x.device:
             self.projection.to(x.device)
         u = _Prepare.apply(x, self.projection) if grad else self.projection.prepare(x.detach())
-        self._u[grad] = (key, u)
+        self._u[grad] = (x.detach().clone(), torch.is_inference_mode_enabled(), u)
         return u
 
     def compose(self, index: int) -> torch.Tensor:
@@ -149,9 +156,10 @@ class Composer:
 
     def _cached(self, index: int) -> torch.Tensor:
         x, lam = self.vectors()
-        key = (id(x), x._version, None if lam is None else (id(lam), lam._version))
-        if self._cache_key != key:
-            self._cache, self._cache_key = {}, key
+        key = self._cache_key
+        if key is None or not _same(key[0], x) or not _same(key[1], lam):
+            self._cache = {}
+            self._cache_key = (x.detach().clone(), None if lam is None else lam.detach().clone())
         t = self._cache.get(index)
         if t is None:
             t = self._cache[index] = self.compose(index)
