@@ -227,3 +227,27 @@ def test_every_step_trains_lambda_and_theta_with_fused_adamw(fused):
         tuned = model(input_ids=IDS).logits
         with model.disable_adapter():
             assert not torch.equal(model(input_ids=IDS).logits, tuned)
+
+
+def test_ddp_syncs_only_the_trained_vectors():
+    """Under DistributedDataParallel only θ_d and λ are broadcast and all-reduced (gloo, one
+    process on loopback)."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        model = get_intrinsic_model(tiny_gpt2(), IntrinsicConfig(d=200, task_type="CAUSAL_LM"))
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        synced = {n for n, p in model.named_parameters() if n not in ddp.parameters_to_ignore}
+        assert synced == {"base_model.intrinsic_layer.intrinsic_theta_d.default",
+                          "base_model.intrinsic_layer.intrinsic_lambda.default"}
+        assert len(ddp._module_parameters) == 2
+        ddp(input_ids=IDS, labels=IDS).loss.backward()
+        assert model.theta_d.grad is not None
+    finally:
+        dist.destroy_process_group()

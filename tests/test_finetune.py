@@ -266,6 +266,7 @@ def test_bf16_mixed_precision_intrinsic(tmp_path, data, tiny_model):
            *tiny_args(tiny_model, data, out, "--epochs", "1", "--mixed-precision", "bf16")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes: 2 (world size" in proc.stdout + proc.stderr
     final = json.loads((out / "metrics.json").read_text())
     assert final["options"]["mixed_precision"] == "bf16"
     assert final["reload_score"] == final["score"]

@@ -4,8 +4,9 @@ With no arguments it runs the built-in demo: packaged MiniLM-L6 on a subset of t
 movie-review sentences, SAID with d=1000, in about five minutes on two CPU cores.
 
 Multi-process: ``accelerate launch --multi_gpu --num_processes N -m idcompress finetune …`` on
-GPUs; on CPUs add ``ACCELERATE_USE_CPU=1`` to the environment (gloo DDP). ``--batch-size`` is
-per process.
+GPUs; on CPUs ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N …`` (gloo
+DDP; ``--cpu`` alone starts one process). The run prints its world size. ``--batch-size`` is
+per process; only θ_d and λ are all-reduced, the frozen base is never broadcast.
 
 This command (not the library) seeds torch's global RNG with ``accelerate.utils.set_seed(seed)``
 before training: dropout draws from it. Everything else random (data order, new head, projection)

@@ -280,6 +280,8 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     accelerator = Accelerator(mixed_precision=options.mixed_precision,
                               gradient_accumulation_steps=options.grad_accum)
     is_main = accelerator.is_main_process
+    accelerator.print(f"processes: {accelerator.num_processes} (world size; device {accelerator.device}, "
+                      f"batch {options.batch_size} per process)")
     st.check_output_dir(out_dir, options.resume)
     resume_from = None
     if options.resume:
