@@ -225,6 +225,26 @@ def test_numba_results_do_not_depend_on_thread_count():
     assert torch.equal(f1, f2) and torch.equal(g1, g2) and d1 == d2
 
 
+@pytest.mark.parametrize("d,D,a,b", [(100, 5000, 7, 4000), (1000, 20_000, 1, 19_999),
+                                     (9000, 40_000, 100, 39_000)])
+def test_serial_twins_give_the_same_bits(d, D, a, b):
+    """Small ranges run the serial twin kernels: same chunks, same reduction order."""
+    fast = FastfoodProjection(d, D, 2, backend="numba")
+    plan = fast._plan
+    u = fast.prepare(_randn(d, 23)).numpy()
+    t0, g = _randn(b - a, 24).numpy(), _randn(b - a, 25).numpy()
+    nb, nc = ffn._range_blocks(plan, a, b)
+    assert nc >= 1
+    args = (np.float32(0.3), a, b, *plan._args(), nc)
+    o1, o2 = np.empty(b - a, np.float32), np.empty(b - a, np.float32)
+    with ffn._launch(ffn._SERIAL_BELOW):  # the parallel kernel, on every thread
+        ffn.range_forward_kernel(u, o1, t0, True, *args)
+        z1, d1 = ffn.range_adjoint_kernel(g, u, True, *args)
+    ffn._range_forward_serial(u, o2, t0, True, *args)
+    z2, d2 = ffn._range_adjoint_serial(g, u, True, *args)
+    assert np.array_equal(o1, o2) and np.array_equal(z1, z2) and d1 == d2
+
+
 # ---- dense and sparse --------------------------------------------------------------------------
 @pytest.mark.parametrize("kind,opts", [
     ("dense", {}),

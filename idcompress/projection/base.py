@@ -113,10 +113,10 @@ class Projection:
         if out is not None:
             self._check_f32(out, n, "out")
         scale = _check_scale(scale)
-        with torch.no_grad():
-            res = self._range_apply(u.detach(), start, stop,
-                                    None if theta0 is None else theta0.detach(), scale,
-                                    None if out is None else out.detach())
+        # every input is detached, so nothing records a graph (no no_grad() needed: µs count here)
+        res = self._range_apply(_detached(u), start, stop,
+                                None if theta0 is None else _detached(theta0), scale,
+                                None if out is None else _detached(out))
         return res if out is None else out
 
     def range_adjoint(
@@ -139,9 +139,8 @@ class Projection:
         if u is not None:
             self._check_u(u)
         scale = _check_scale(scale)
-        with torch.no_grad():
-            return self._range_adjoint(g.detach(), start, stop, scale,
-                                       None if u is None else u.detach())
+        return self._range_adjoint(_detached(g), start, stop, scale,
+                                   None if u is None else _detached(u))
 
     def state_bytes(self) -> int:
         """Bytes of tensors this projection keeps between applies."""
@@ -205,6 +204,8 @@ class Projection:
         raise NotImplementedError
 
     def _check_range(self, start, stop) -> tuple[int, int]:
+        if type(start) is int and type(stop) is int and 0 <= start < stop <= self.D:
+            return start, stop  # the common case, fast
         vals = []
         for name, v in (("start", start), ("stop", stop)):
             if isinstance(v, bool):
@@ -224,6 +225,8 @@ class Projection:
 
     def _check_device(self, t: torch.Tensor, name: str) -> None:
         dev = t.device
+        if dev == self.device:
+            return
         if dev.type != self.device.type or (
             dev.index is not None and self.device.index is not None and dev.index != self.device.index
         ):
@@ -234,6 +237,11 @@ class Projection:
 
     def _check_f32(self, t: torch.Tensor, n: int, name: str) -> None:
         """A float32 contiguous ``(n,)`` tensor on this projection's device."""
+        if (
+            type(t) is torch.Tensor and t.dtype is torch.float32 and t.dim() == 1
+            and t.shape[0] == n and t.is_contiguous() and t.device == self.device
+        ):
+            return  # the common case, fast
         self._check(t, n, name)
         if t.dtype != torch.float32:
             raise ValueError(f"{self.kind} projection: {name} must be float32, got {name}.dtype={t.dtype}")
@@ -257,6 +265,10 @@ class _ProjectFn(torch.autograd.Function):
         return ctx.proj._adjoint(g.contiguous().to(torch.float32)), None
 
 
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    return t.detach() if t.requires_grad else t
+
+
 def _check_float(t: torch.Tensor, name: str) -> None:
     if not t.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {name}.dtype={t.dtype}")
@@ -264,6 +276,8 @@ def _check_float(t: torch.Tensor, name: str) -> None:
 
 def _check_scale(scale) -> float:
     """``scale`` as a Python float (a real number or a one-element tensor)."""
+    if type(scale) is float:
+        return scale
     if isinstance(scale, torch.Tensor) and scale.numel() == 1 and scale.is_floating_point():
         return float(scale)
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):

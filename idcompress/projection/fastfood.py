@@ -207,12 +207,14 @@ class FastfoodProjection(Projection):
 
     def _range_apply(self, u, start, stop, theta0, scale, out):
         if self.uses_numba():
-            res = _numba_kernels().range_forward(
+            # arguments validated by Projection.range_apply: the unchecked entry point
+            if out is None:
+                out = torch.empty(stop - start, dtype=torch.float32)
+            _numba_kernels()._range_forward(
                 self._plan, u.numpy(), start, stop,
-                None if theta0 is None else theta0.numpy(), scale,
-                None if out is None else out.numpy(),
+                None if theta0 is None else theta0.numpy(), scale, out.numpy(),
             )
-            return out if out is not None else torch.from_numpy(res)
+            return out
         n = self.n
         if out is None:
             out = torch.empty(stop - start, dtype=torch.float32, device=u.device)
@@ -229,7 +231,7 @@ class FastfoodProjection(Projection):
 
     def _range_adjoint(self, g, start, stop, scale, u):
         if self.uses_numba():
-            gu, dot = _numba_kernels().range_adjoint(
+            gu, dot = _numba_kernels()._range_adjoint(
                 self._plan, g.numpy(), start, stop, scale, None if u is None else u.numpy()
             )
             return torch.from_numpy(gu), dot
