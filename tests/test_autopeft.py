@@ -89,3 +89,27 @@ def test_a_hub_copy_with_other_bytes_is_refused(cli_checkpoint, tmp_path):
         other.bert.embeddings.word_embeddings.weight[0, 0] += 1e-3
     with pytest.raises(ValueError, match="fingerprint"):
         IntrinsicModel.from_pretrained(cli_checkpoint, base_model=other)
+
+
+def test_info_merge_report_take_a_base(cli_checkpoint, tmp_path, capsys):
+    """--base PATH_OR_ID for a checkpoint whose recorded base cannot be resolved."""
+    import shutil
+
+    moved = tmp_path / "ckpt"
+    shutil.copytree(cli_checkpoint, moved)
+    cfg = json.loads((moved / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = str(tmp_path / "gone")  # the recorded base no longer exists
+    (moved / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    base = resolve_model_name("minilm-l6")
+    assert main(["info", str(moved), "--base", base]) == 0
+    assert "layout and fingerprint match" in capsys.readouterr().out
+    assert main(["merge", str(moved), "--out", str(tmp_path / "merged"), "--base", base]) == 0
+    assert (tmp_path / "merged" / "config.json").is_file() and (tmp_path / "merged" / "tokenizer.json").is_file()
+    assert main(["report", str(moved), "--base", base, "--n", "40", "--out", str(tmp_path / "geo")]) == 0
+    assert (tmp_path / "geo" / "geometry.json").is_file()
+    other = tmp_path / "tiny"
+    from conftest import tiny_bert
+
+    tiny_bert().save_pretrained(other)
+    assert main(["info", str(moved), "--base", str(other)]) == 2  # another base: refused, one line
+    assert "layout" in capsys.readouterr().err

@@ -24,14 +24,14 @@ BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
 
 def checkpoint_info(path_or_id: str, revision: str | None = None) -> dict[str, Any]:
     """Everything ``info`` reports about a checkpoint (directory, ``*.idc.safetensors`` or hub id)."""
-    from ..checkpoint.format import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint_files
+    from ..checkpoint.format import CONFIG_NAME, WEIGHTS_NAME
     from ..checkpoint.hub import checkpoint_in_folder, resolve_checkpoint
+    from ..tuners.loading import read_config
 
     path = resolve_checkpoint(path_or_id, revision=revision)
     if path.is_dir():
         path = checkpoint_in_folder(path)
-    files = load_checkpoint_files(path)
-    cfg = files.config
+    cfg, files = read_config(path)
     own = [path / CONFIG_NAME, path / WEIGHTS_NAME] if path.is_dir() else [path]
     ckpt_bytes = sum(f.stat().st_size for f in own)
     n_theta = files.theta_d.numel()
@@ -97,12 +97,20 @@ def format_info(info: dict[str, Any]) -> str:
         ("base size (fp32)", f"{info['base_fp32_bytes']:,} bytes, {info['base_fp32_counts']}"),
         ("compression", f"{info['compression_ratio']:,.1f}x (base fp32 / checkpoint)"),
     ]
+    if "base_checked" in info:
+        rows.append(("base checked", info["base_checked"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def run(args: argparse.Namespace) -> int:
     info = checkpoint_info(args.checkpoint, revision=args.revision)
+    if args.base is not None:
+        from ..tuners import IntrinsicModel
+
+        # builds the model on that base: a layout or fingerprint mismatch is refused with both values
+        IntrinsicModel.from_pretrained(args.checkpoint, base_model=args.base, revision=args.revision)
+        info["base_checked"] = f"{args.base} (layout and fingerprint match)"
     sys.stdout.write((json.dumps(info, indent=2) if args.json else format_info(info)) + "\n")
     return 0
 
@@ -118,6 +126,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="checkpoint directory, *.idc.safetensors file, or hub repo id owner/name")
     p.add_argument("--revision", help="hub revision (branch, tag or commit) of a repo id")
     p.add_argument("--json", action="store_true", help="print the same as one JSON object")
+    p.add_argument("--base", metavar="PATH_OR_ID", default=None,
+                   help="also load this base model (folder, hub id or short name) and check that the "
+                        "checkpoint's layout and fingerprint match it")
     p.set_defaults(func=run)
     return p
 

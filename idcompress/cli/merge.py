@@ -55,7 +55,7 @@ def _save_preprocessing(base: str, revision: str | None, dest: Path) -> list[str
 
 
 def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, force: bool = False,
-                     revision: str | None = None) -> dict:
+                     revision: str | None = None, base: str | None = None) -> dict:
     """Merge ``checkpoint`` into its base and write a transformers folder at ``out`` (atomic)."""
     from ..checkpoint.format import _normal_permissions, _replace
     from ..models import packaged_folder, resolve_model_name
@@ -65,7 +65,8 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
     _check_out(out, overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = IntrinsicModel.from_pretrained(checkpoint, revision=revision, allow_fingerprint_mismatch=force)
+        model = IntrinsicModel.from_pretrained(checkpoint, base_model=base, revision=revision,
+                                               allow_fingerprint_mismatch=force)
     for w in caught:
         if "DIFFERENT BASE" in str(w.message):
             print(f"idcompress merge: WARNING: {w.message}", file=sys.stderr)
@@ -97,9 +98,9 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
                                cfg.extra.get("image_preprocessing"))
         else:
             merged.save_pretrained(tmp)
-        if cfg.base_model_name_or_path and arch is None:
-            base = packaged_folder(cfg.base_model_name_or_path) or resolve_model_name(cfg.base_model_name_or_path)
-            saved = _save_preprocessing(base, cfg.revision, tmp)
+        source = base or cfg.base_model_name_or_path
+        if source and arch is None:
+            saved = _save_preprocessing(packaged_folder(source) or resolve_model_name(source), cfg.revision, tmp)
         _normal_permissions(tmp)
         _replace(tmp, out)
     except BaseException:
@@ -111,7 +112,7 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
 
 def run(args: argparse.Namespace) -> int:
     result = merge_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite, force=args.force,
-                              revision=args.revision)
+                              revision=args.revision, base=args.base)
     if result["architecture"]:
         extra = (f" ({result['architecture']}: state dict + config.json; load it with "
                  "idcompress.models.loading.load_base_model(DIR))")
@@ -137,5 +138,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="load even if the base's fingerprint differs from the checkpoint's (warns)")
     p.add_argument("--revision", help="hub revision of a repo-id checkpoint")
+    p.add_argument("--base", metavar="PATH_OR_ID", default=None,
+                   help="base model (local folder, hub id or packaged short name) to use instead of the "
+                        "one the checkpoint records; its fingerprint is still checked")
     p.set_defaults(func=run)
     return p

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint>-geometry)")
     p.add_argument("--measure-results", default=None, help="results.json of `idcompress measure`, to state d90")
     p.add_argument("--force", action="store_true", help="load even if the base fingerprint differs")
+    p.add_argument("--base", metavar="PATH_OR_ID", default=None,
+                   help="base model (local folder, hub id or packaged short name) to use instead of the "
+                        "one the checkpoint records; its fingerprint is still checked")
     p.set_defaults(func=run)
 
 
@@ -52,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.name.removesuffix(".idc.safetensors") + "-geometry")
     d90 = d90_from_results(args.measure_results) if args.measure_results else None
-    model = IntrinsicModel.from_pretrained(args.checkpoint, allow_fingerprint_mismatch=args.force)
+    model = IntrinsicModel.from_pretrained(args.checkpoint, base_model=args.base,
+                                           allow_fingerprint_mismatch=args.force)
     cfg = model.intrinsic_config
-    name = cfg.base_model_name_or_path
+    name = args.base or cfg.base_model_name_or_path
     tokenizer = AutoTokenizer.from_pretrained(packaged_folder(name) or resolve_model_name(name))
     data_kwargs = {}
     if args.validation_file:

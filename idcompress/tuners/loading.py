@@ -58,7 +58,9 @@ def load_tuned(
     cfg, files = read_config(path)
     cfg.allow_fingerprint_mismatch = allow_fingerprint_mismatch
     cfg.inference_mode = not is_trainable
-    if base_model is not None:
+    if isinstance(base_model, str):
+        bases = [base_model]
+    elif base_model is not None:
         bases = [base_model]
     else:
         if not cfg.base_model_name_or_path:

@@ -321,7 +321,7 @@ class IntrinsicModel(BaseTuner):
     def from_pretrained(
         cls,
         path_or_id,
-        base_model: nn.Module | None = None,
+        base_model: nn.Module | str | None = None,
         revision: str | None = None,
         allow_fingerprint_mismatch: bool = False,
         device=None,
@@ -332,7 +332,8 @@ class IntrinsicModel(BaseTuner):
         """Rebuild a tuned model (a ``peft.PeftModel``) from a checkpoint directory, ``*.idc.safetensors``
         or hub repo id.
 
-        Without ``base_model`` the base is resolved from the checkpoint (a packaged model by its
+        ``base_model``: a model, or a name (folder, hub id, short name) used instead of the
+        recorded one. Without it the base is resolved from the checkpoint (a packaged model by its
         hub id when the fingerprint matches, a local folder, or a hub id + ``revision``); P and new
         heads are regenerated from the seed; a base with another fingerprint is refused unless
         ``allow_fingerprint_mismatch``. ``is_trainable=False`` freezes θ_d (PEFT's default).
