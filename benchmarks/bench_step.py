@@ -111,31 +111,27 @@ def profile_step(model, opt, batch, device) -> dict[str, Any]:
         x = model.theta_d.detach() + 1e-3
         y = torch.full((model.layout.D,), 1e-3)
 
-        def nudge():  # a new θ_d each time, or compose skips rewriting an up-to-date θ
+        composer = model.base_model.composer
+
+        def nudge():  # a new θ_d each time, or the cached u would be reused
             with torch.no_grad():
                 model.theta_d.add_(1e-6)
 
-        def compose_fwd_bwd():
+        def compose_fwd_bwd():  # every tensor composed as its module would, then its adjoint
             nudge()
-            parts = model.compose()
+            parts = composer.compose_all()
             torch.autograd.backward(parts, [torch.ones_like(p) for p in parts])
             model.zero_grad(set_to_none=True)
 
         def compose_nograd():
             nudge()
             with torch.no_grad():
-                model.compose()
+                composer.compose_all()
 
         res["projection_apply_ms"] = med_ms(lambda: proj.apply(x))
         res["projection_adjoint_ms"] = med_ms(lambda: proj.adjoint(y))
         res["compose_nograd_ms"] = med_ms(compose_nograd)
         res["compose_fwd_bwd_ms"] = med_ms(compose_fwd_bwd)
-        if model.said_lambda is not None and hasattr(proj, "adjoint_said"):
-            # the backward kernel alone, on per-tensor gradient pieces as autograd delivers them
-            pieces = [torch.full((n,), 1e-3) for n in model.layout.sizes]
-            lam, off = model.said_lambda.detach(), model._seg_offsets
-            res["adjoint_said_pieces_ms"] = med_ms(lambda: proj.adjoint_said(pieces, x, off, lam))
-            del pieces
         res["add_over_D_ms"] = med_ms(lambda: torch.add(y, y, out=torch.empty_like(y)))
         print("idcompress phases (median of 5, ms):")
         for k, v in res.items():

@@ -85,10 +85,9 @@ def test_single_file_checkpoint_in_a_hub_snapshot(base_dir, tmp_path, monkeypatc
 
 def test_peft_loads_a_repo_id_from_the_cache(base_dir, tmp_path):
     pytest.importorskip("peft")
+    import idcompress.checkpoint.peft_compat  # noqa: F401  (registers INTRINSIC with PEFT)
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
-
-    import idcompress.checkpoint.peft_compat  # noqa: F401  (registers INTRINSIC with PEFT)
 
     model = tuned(base_dir)
     model.save_pretrained(tmp_path / "ckpt")

@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import idcompress.checkpoint.peft_compat as peft_compat  # idcompress/__init__ will import it
 import pytest
 import torch
 from conftest import tiny_bert
@@ -16,7 +17,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import idcompress.checkpoint.peft_compat as peft_compat  # idcompress/__init__ will import it
 from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
 from idcompress.models.loading import load_base_model
 

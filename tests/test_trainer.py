@@ -4,7 +4,13 @@ checkpoint at every save, and resumes exactly."""
 import datasets
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
 
