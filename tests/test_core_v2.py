@@ -251,3 +251,23 @@ def test_ddp_syncs_only_the_trained_vectors():
         assert model.theta_d.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+def test_t5_seq2seq_generates_like_the_merged_model():
+    from peft import PeftModelForSeq2SeqLM
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    base = T5ForConditionalGeneration(T5Config(vocab_size=96, d_model=16, d_kv=8, d_ff=32, num_layers=2,
+                                               num_heads=2, decoder_start_token_id=0)).eval()
+    model = get_intrinsic_model(base, IntrinsicConfig(d=300, task_type="SEQ_2_SEQ_LM"))
+    assert isinstance(model, PeftModelForSeq2SeqLM)
+    nudge(model)
+    model.eval()
+    with torch.no_grad():
+        tokens = model.generate(input_ids=IDS, max_new_tokens=6, do_sample=False)
+        logits = model(input_ids=IDS, decoder_input_ids=IDS).logits
+    merged = model.merge_and_unload()
+    with torch.no_grad():
+        assert torch.equal(merged(input_ids=IDS, decoder_input_ids=IDS).logits, logits)
+        assert torch.equal(merged.generate(input_ids=IDS, max_new_tokens=6, do_sample=False), tokens)
