@@ -132,6 +132,8 @@ def load_predictor(checkpoint: str | os.PathLike, base: str | None = None, force
         model = _auto_class(kind).from_pretrained(path)
         tok = _tokenizer(str(path), base)
         labels = _label_names(cfg) if kind == "classification" else []
+    elif path.is_dir() and (path / "checkpoint").is_dir():  # a run folder of finetune
+        return load_predictor(path / "checkpoint", base, force, device)
     elif path.is_dir():
         raise ValueError(f"{path}: neither adapter_config.json (idcompress / PEFT checkpoint) nor "
                          "config.json (transformers model) found")
@@ -192,7 +194,10 @@ def _load_intrinsic(checkpoint: str, base: str | None, force: bool):
     cfg = model.intrinsic_config
     kind = _kind_of_task(cfg.task_type, cfg.problem_type, cfg.num_labels, checkpoint)
     tok = _tokenizer(base, cfg.base_model_name_or_path)
-    return model, tok, kind, list(cfg.label_names or [])
+    labels = list(cfg.label_names or [])
+    if kind == "classification" and not labels:  # transformers' names (LABEL_0, …)
+        labels = _label_names(getattr(model, "config", None))
+    return model, tok, kind, labels
 
 
 @torch.no_grad()
