@@ -41,7 +41,8 @@ classification task.
 --method intrinsic (default) trains only a d-dimensional vector theta_d: every weight is
 theta0 + P theta_d with P a seeded random projection (SAID: Fastfood + one learned scale per
 tensor), so the checkpoint is the seed plus d numbers. --method full trains every weight;
---method lora trains PEFT LoRA adapters (r=8, alpha=16, query/value) and the head (text only).
+--method lora trains PEFT LoRA adapters (r=8, alpha=16; query/value and the head for
+classifiers, PEFT's default attention targets for language models; text only).
 Under --method intrinsic every BatchNorm layer keeps the base's running statistics (eval mode),
 so the checkpoint rebuilds the trained model exactly.
 

@@ -5,7 +5,14 @@
   from the seeded generator, so the checkpoint stays seed + vector.
 * ``full``: every parameter trains.
 * ``lora``: PEFT LoRA, r=8, alpha=16, dropout 0.1, on the attention ``query``/``value``
-  projections, the classifier head in ``modules_to_save``.
+  projections, the classifier head in ``modules_to_save``; for a language model
+  (``text/causal-lm``, ``text/seq2seq``) on PEFT's default targets of its architecture
+  (:func:`.lm.lora_for`).
+
+Language models load with ``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM``
+(:func:`load_lm`) and have no new head; the intrinsic config records task type ``CAUSAL_LM`` /
+``SEQ_2_SEQ_LM`` and no labels. ``save_model`` puts the tokenizer next to a full model or LoRA
+adapter so the folder runs on its own.
 
 For ``full`` and ``lora`` the new head is initialised from the same seeded generator as for
 ``intrinsic`` (stream ``init/<name>``), so the three methods start from the same model.

@@ -8,8 +8,8 @@ built, naming the package to install; ``all`` means every installed one (Acceler
 
 ``--logging-steps N``: every N optimizer steps, one record with ``train/loss`` (mean over the
 batches since the last record, this process), ``train/lr``, ``train/grad_norm`` (L2 norm of the
-gradient of the trained numbers at that step, before clipping-free AdamW: for ``intrinsic`` that
-is θ_d, SAID's scales included) and ``train/tokens_per_s`` (non-padding input tokens, plus
+gradient of the trained numbers at that step, after accumulation; nothing clips it: for
+``intrinsic`` that is θ_d, SAID's scales included) and ``train/tokens_per_s`` (non-padding input tokens, plus
 target tokens for seq2seq, per second of wall time over all processes; images:
 ``train/samples_per_s``). Records go to the trackers and to ``<output-dir>/train_log.jsonl``.
 Evaluation metrics are logged at each epoch's step as ``eval/<split>/<metric>``.
