@@ -414,3 +414,13 @@ def test_text_columns_spelled_the_same_in_finetune_and_report():
         rp = parser.parse_args(["report", "ckpt", "--text-columns", *argv])
         assert split_columns(ft.text_columns) == split_columns(rp.text_columns) == [
             "premise", "hypothesis"]
+
+
+def test_last_token_pooling_skips_padding():
+    from idcompress.geometry.collect import _pool
+
+    h = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    torch.testing.assert_close(_pool(h, mask, "last", "layer 0"), torch.stack([h[0, 1], h[1, 3]]))
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])  # left padding: the last token is real
+    torch.testing.assert_close(_pool(h, left, "last", "layer 0"), h[:, 3])

@@ -416,6 +416,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     start_epoch = run.completed_batches // n_batches
     interrupted = run.stopped_early
     norm = 0.0  # gradient norm of the step being logged (--logging-steps)
+    steplog.start()
     for epoch in range(start_epoch, options.epochs):
         if interrupted:
             break

@@ -98,6 +98,10 @@ class StepLogger:
         self.loss_sum, self.batches, self.count, self.unit = 0.0, 0, 0, "tokens"
         self.t0 = time.perf_counter()
 
+    def start(self) -> None:
+        """Start the clock (call right before the first training batch)."""
+        self._reset()
+
     @property
     def active(self) -> bool:
         return bool(self.every)
