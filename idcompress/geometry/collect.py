@@ -36,12 +36,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 POOLINGS = ("cls", "mean", "last")
+DEFAULT_POOLINGS = ("cls", "mean")  # "last" is asked for by causal LMs
 
 
 def collect_hidden_states(
     model: nn.Module,
     batches: Iterable[Any],
-    pooling: str | Sequence[str] = POOLINGS,
+    pooling: str | Sequence[str] = DEFAULT_POOLINGS,
     device: str | torch.device | None = None,
     *,
     module_names: Sequence[str] | None = None,
