@@ -1,4 +1,5 @@
-"""``idcompress finetune``: fine-tune a text or image classifier (intrinsic, full or LoRA).
+"""``idcompress finetune``: fine-tune a text or image classifier, or a language model
+(intrinsic, full or LoRA).
 
 With no arguments it runs the built-in demo: packaged MiniLM-L6 on a subset of the built-in
 movie-review sentences, SAID with d=1000, in about five minutes on two CPU cores.
@@ -19,6 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..training.lm_options import REPORT_TO, VECTOR_DTYPES
 from ..training.options import (
     DEFAULT_DIM,
     DEFAULT_LR,
@@ -30,14 +32,18 @@ from ..training.options import (
 )
 
 DESCRIPTION = """\
-Fine-tune a pretrained text model on a classification or regression task, or an image model
-(--task image/<name> or imagefolder; --model efficientnet-lite0 or a transformers image
-classifier folder / hub id such as ViT, ConvNeXt, ResNet) on an image classification task.
+Fine-tune a pretrained text model on a classification or regression task, a language model
+(--task text/causal-lm: GPT-2, Llama, ... on a 'text' column, or 'prompt' + 'response' columns
+with the loss on the response only; --task text/seq2seq: T5, BART, ... on 'source' + 'target'),
+or an image model (--task image/<name> or imagefolder; --model efficientnet-lite0 or a
+transformers image classifier folder / hub id such as ViT, ConvNeXt, ResNet) on an image
+classification task.
 
 --method intrinsic (default) trains only a d-dimensional vector theta_d: every weight is
 theta0 + P theta_d with P a seeded random projection (SAID: Fastfood + one learned scale per
 tensor), so the checkpoint is the seed plus d numbers. --method full trains every weight;
---method lora trains PEFT LoRA adapters (r=8, alpha=16, query/value) and the head (text only).
+--method lora trains PEFT LoRA adapters (r=8, alpha=16; query/value and the head for
+classifiers, PEFT's default attention targets for language models; text only).
 Under --method intrinsic every BatchNorm layer keeps the base's running statistics (eval mode),
 so the checkpoint rebuilds the trained model exactly.
 
@@ -48,7 +54,9 @@ Options come from, lowest precedence first: defaults, the demo preset (no data s
 the YAML file of --config (keys = flag names with underscores), explicit flags.
 
 Writes <output-dir>/metrics.jsonl (one line per evaluation), metrics.json (final summary),
-checkpoint/ and, with --save-every, state/ (for --resume).
+checkpoint/ and, with --save-every, state/ (for --resume); language models also
+samples.jsonl (greedy generations after each evaluation); --logging-steps train_log.jsonl;
+--report-to tensorboard event files under idcompress/.
 """
 
 
@@ -66,25 +74,45 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--task", help="glue/<name> (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, "
                    "wnli) or builtin/movie-sentiment; local files follow the task's columns and "
-                   "labels (default: builtin/movie-sentiment). Images: image/mnist-5k, "
+                   "labels (default: builtin/movie-sentiment). Language models: text/causal-lm, "
+                   "text/seq2seq. Images: image/mnist-5k, "
                    "image/fashion-mnist, image/digits, image/cifar10, image/cifar100, "
                    "image/mnist, image/beans, or imagefolder with --data-dir")
-    g.add_argument("--train-file", help="local training file (.tsv/.csv/.jsonl/.json/.parquet)")
-    g.add_argument("--validation-file", help="local validation file")
+    g.add_argument("--train-file", help="local training file (.tsv/.csv/.jsonl/.json/.parquet; "
+                   ".txt for text/causal-lm: one example per line)")
+    g.add_argument("--validation-file", action="append", metavar="[SPLIT=]FILE",
+                   help="local validation file; repeat for several eval splits, in the task's "
+                   "order or named (MNLI: --validation-file validation_matched=dev_m.tsv "
+                   "--validation-file validation_mismatched=dev_mm.tsv)")
     g.add_argument("--data-dir", help="folder with train and validation/dev files of the task; "
                    "for imagefolder: <split>/<class>/<image> or <class>/<image>")
     g.add_argument("--text-columns", nargs="+", metavar="COL",
-                   help="your column(s) holding the task's text field(s), in order")
+                   help="your column(s) holding the task's text field(s), in order (space- or "
+                   "comma-separated); text/causal-lm: TEXT, or PROMPT RESPONSE; text/seq2seq: "
+                   "SOURCE TARGET")
     g.add_argument("--label-column", metavar="COL", help="your column holding the label")
     g.add_argument("--max-train-samples", type=int, metavar="N",
                    help="train on N rows drawn with the seed (default: all)")
     g.add_argument("--max-eval-samples", type=int, metavar="N",
                    help="evaluate on N rows drawn with the seed (default: all)")
     g.add_argument("--max-length", type=int, metavar="TOKENS",
-                   help="truncate inputs to this many tokens (default 128; text only)")
+                   help="truncate inputs to this many tokens (default 128; text only; with "
+                   "--packing the block size)")
     g.add_argument("--image-size", type=int, metavar="PX",
                    help="resize images to PX x PX (image tasks; default: the model's size, 224 "
                    "for efficientnet-lite0; refused when the model has an image processor)")
+
+    g = p.add_argument_group("language models (text/causal-lm, text/seq2seq)")
+    g.add_argument("--dataset", metavar="NAME", help="a hub dataset by name instead of local "
+                   "files (needs internet); its validation split is used (else valid/dev/test)")
+    g.add_argument("--dataset-config", metavar="CFG", help="configuration of --dataset")
+    g.add_argument("--packing", action="store_true", help="concatenate the rows and cut them "
+                   "into blocks of --max-length tokens (text/causal-lm; default: one row per "
+                   "sequence, truncated)")
+    g.add_argument("--num-samples", type=int, metavar="N", help="greedy sample generations "
+                   "written to samples.jsonl after each evaluation (default 3; 0: none)")
+    g.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="new tokens per sample generation (default 32)")
 
     g = p.add_argument_group("model and method")
     g.add_argument("--model", help="packaged short name (minilm-l6, efficientnet-lite0), local "
@@ -125,6 +153,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "schedule still spans --epochs); continue with --resume")
     g.add_argument("--no-report", action="store_true",
                    help="skip the representation-geometry report")
+
+    g = p.add_argument_group("logging and sharing")
+    g.add_argument("--report-to", choices=REPORT_TO, help="experiment tracker(s), Accelerate's "
+                   "log_with (default none; all: every installed one)")
+    g.add_argument("--logging-steps", type=int, metavar="N", help="every N optimizer steps log "
+                   "train loss, lr, gradient norm of theta_d and tokens/s (train_log.jsonl and "
+                   "the trackers)")
+    g.add_argument("--vector-dtype", choices=VECTOR_DTYPES, help="dtype of theta_d in the "
+                   "checkpoint (intrinsic; default float32); both are evaluated and the score "
+                   "lost by the cast is printed")
+    g.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the checkpoint with a model "
+                   "card to this hub repo at the end (intrinsic; needs internet and a token, "
+                   "checked before training)")
     p.set_defaults(func=run)
     return p
 
@@ -135,6 +176,8 @@ def options_from_args(args: argparse.Namespace):
     from ..training.state import OPTIONS_FILE
 
     explicit = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    if explicit.get("text_columns"):
+        explicit["text_columns"] = split_columns(explicit["text_columns"])
     yaml_values = load_yaml_options(args.config) if getattr(args, "config", None) else {}
     resume = explicit.get("resume", yaml_values.get("resume", False))
     if resume:
@@ -151,6 +194,12 @@ def options_from_args(args: argparse.Namespace):
 
         return FinetuneOptions(**{**saved, **yaml_values, **explicit})
     return merge_options(explicit, yaml_values)
+
+
+def split_columns(values: list[str]) -> list[str]:
+    """``["a,b"]`` or ``["a", "b"]`` → ``["a", "b"]`` (how finetune and report read
+    ``--text-columns``)."""
+    return [c.strip() for v in values for c in v.split(",") if c.strip()]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("finetune", "info", "merge", "report", "measure")
+SUBCOMMANDS = ("finetune", "info", "merge", "report", "measure", "predict", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:

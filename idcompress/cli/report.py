@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint directory, *.idc.safetensors file or hub repo id")
     p.add_argument("--task", default="builtin/movie-sentiment", help="task whose eval texts are used (default: %(default)s)")
     p.add_argument("--validation-file", default=None, help="local file of texts (with the task's columns)")
-    p.add_argument("--text-columns", default=None, help="comma-separated text columns of --validation-file")
+    p.add_argument("--text-columns", nargs="+", default=None, metavar="COL",
+                   help="your column(s) of --validation-file holding the task's text field(s), in "
+                   "order (space- or comma-separated, as in finetune)")
     p.add_argument("--n", type=int, default=2000, help="number of inputs (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per input (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128, help="inputs per forward (default: %(default)s)")
@@ -65,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         # only the eval split is read; the file stands in for the train split the loader expects
         data_kwargs.update(train_file=args.validation_file, validation_file=args.validation_file)
     if args.text_columns:
-        data_kwargs["text_columns"] = args.text_columns.split(",")
+        from .finetune import split_columns
+
+        data_kwargs["text_columns"] = split_columns(args.text_columns)
     texts = texts_for_task(args.task, args.n, **data_kwargs)
     facts = checkpoint_facts(model, _bytes(ckpt), d90)
     result = intrinsic_report(model, tokenizer, texts, out, facts=facts, batch_size=args.batch_size,

@@ -4,7 +4,9 @@ Two ways in:
 
 - **Hugging Face models** (or wrappers that forward keyword arguments to one): each batch, a dict
   of tensors, is passed as ``model(**batch, output_hidden_states=True)`` and the output's
-  ``hidden_states`` (embedding output + one per layer) are pooled.
+  ``hidden_states`` (embedding output + one per layer) are pooled; an encoder-decoder model
+  (T5), whose output has no ``hidden_states``, gives its ``encoder_hidden_states`` (the batch
+  must then carry ``labels`` or ``decoder_input_ids`` for the decoder).
 - **Any** ``nn.Module``: with ``module_names=[...]``, forward hooks capture the outputs of those
   submodules instead (first tensor of a tuple output; ``last_hidden_state`` of a model output).
   A batch is then passed as ``model(**batch)`` (dict), ``model(*batch)`` (tuple/list) or
@@ -14,7 +16,8 @@ Pooling, per state of shape:
 
 - (B, T, h) tokens: ``"cls"`` = token 0 (refused when ``attention_mask[:, 0]`` is padding, i.e. a
   left-padded batch); ``"mean"`` = mean over the tokens whose ``attention_mask`` is 1 (over all
-  tokens when the batch has no mask).
+  tokens when the batch has no mask); ``"last"`` = the last token whose ``attention_mask`` is 1
+  (the last token when there is no mask), the summary a causal LM builds.
 - (B, C, H, W) feature maps (vision models): ``"mean"`` = global average pool over H, W;
   ``"cls"`` does not exist there and is refused.
 - (B, h): already pooled, returned as is for every pooling.
@@ -32,13 +35,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "last")
+DEFAULT_POOLINGS = ("cls", "mean")  # "last" is asked for by causal LMs
 
 
 def collect_hidden_states(
     model: nn.Module,
     batches: Iterable[Any],
-    pooling: str | Sequence[str] = POOLINGS,
+    pooling: str | Sequence[str] = DEFAULT_POOLINGS,
     device: str | torch.device | None = None,
     *,
     module_names: Sequence[str] | None = None,
@@ -126,6 +130,8 @@ def _hf_hidden_states(model: nn.Module, batch: Any) -> Sequence[torch.Tensor]:
     states = getattr(out, "hidden_states", None)
     if states is None and isinstance(out, Mapping):
         states = out.get("hidden_states")
+    if states is None:  # encoder-decoder models: the encoder's states
+        states = getattr(out, "encoder_hidden_states", None)
     if not states:
         raise ValueError(
             f"collect_hidden_states: the output of {type(model).__name__} has no hidden_states; "
@@ -216,15 +222,22 @@ def _pool(h: torch.Tensor, mask: torch.Tensor | None, pooling: str, where: str) 
                     "(a left-padded batch); pad on the right or use pooling='mean'"
                 )
             pooled = h[:, 0]
+        elif pooling == "last":
+            if mask is None:
+                pooled = h[:, -1]
+            else:
+                T = mask.shape[1]
+                last = (T - 1) - mask.flip(1).to(torch.long).argmax(dim=1)
+                pooled = h[torch.arange(h.shape[0], device=h.device), last.to(h.device)]
         elif mask is None:
             pooled = h.mean(dim=1)
         else:
             m = mask.to(h.dtype).unsqueeze(-1)
             pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
     elif h.ndim == 4:
-        if pooling == "cls":
+        if pooling in ("cls", "last"):
             raise ValueError(
-                f"{where}: pooling 'cls' is undefined for a (B, C, H, W) feature map of shape "
+                f"{where}: pooling {pooling!r} is undefined for a (B, C, H, W) feature map of shape "
                 f"{tuple(h.shape)}; use pooling='mean' (global average pool)"
             )
         pooled = h.mean(dim=(2, 3))

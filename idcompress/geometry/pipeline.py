@@ -76,12 +76,15 @@ def intrinsic_report(model, tokenizer, texts: list[str], out_dir: str | os.PathL
 
 @torch.no_grad()
 def report_on_batches(model, batches, out_dir: str | os.PathLike, facts: dict | None = None,
-                      progress: bool = True, module_names: list[str] | None = None
-                      ) -> dict[str, Any]:
+                      progress: bool = True, module_names: list[str] | None = None,
+                      pooling: str | tuple[str, ...] | None = None) -> dict[str, Any]:
     """As ``intrinsic_report``, on re-iterable ``batches`` (dicts with input_ids, … or
-    pixel_values); ``module_names``: layers from forward hooks instead of ``hidden_states``."""
+    pixel_values); ``module_names``: layers from forward hooks instead of ``hidden_states``;
+    ``pooling``: the poolings (default cls + mean; ``last`` for causal LMs)."""
     # hooked submodules may give feature maps (B, C, H, W): only the spatial mean is defined there
     pool = {"pooling": "mean"} if module_names is not None else {}
+    if pooling is not None:
+        pool = {"pooling": pooling}
     with model.disable_adapter():  # the base computes with θ₀ exactly
         base = collect_hidden_states(model, batches, progress=progress, desc="base hidden states",
                                      module_names=module_names, **pool)

@@ -23,6 +23,7 @@ AUTO_CLASSES = {
     "IMAGE_CLS": "AutoModelForImageClassification",
     "TOKEN_CLS": "AutoModelForTokenClassification",
     "CAUSAL_LM": "AutoModelForCausalLM",
+    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
     "FEATURE_EXTRACTION": "AutoModel",
     None: "AutoModel",
 }

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..data import TaskSpec, load_task_data, make_collator, tokenize_dataset
+from .lm_options import parse_validation_files
 from .options import FinetuneOptions
 
 
@@ -65,10 +66,14 @@ class TaskData:
     evals: dict[str, datasets.Dataset]
     collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
     image_preprocessing: dict[str, Any] | None = None
+    tokenizer: Any = None  # text tasks
+    samples: list[dict[str, str]] | None = None  # generative tasks: prompts of the samples
 
 
 def load_data(options: FinetuneOptions) -> TaskData:
     """Splits and collate of ``options.task``: tokenised text, or images (``pixel_values``)."""
+    if options.is_lm_task:
+        return load_lm_task_data(options)
     if options.is_image_task:
         from .images import image_transform_for, load_image_splits
 
@@ -81,7 +86,35 @@ def load_data(options: FinetuneOptions) -> TaskData:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(options.model))
     spec, train, evals = load_splits(options, tokenizer)
-    return TaskData(spec, train, evals, make_collator(tokenizer))
+    return TaskData(spec, train, evals, make_collator(tokenizer), tokenizer=tokenizer)
+
+
+def load_lm_task_data(options: FinetuneOptions) -> TaskData:
+    """A generative task: raw splits (:mod:`idcompress.data.lm`), tokenised with the model's
+    tokenizer (a padding token set when it has none, stated in the log)."""
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    from ..data.lm import LMCollator, ensure_pad_token, load_lm_data, sample_prompts, tokenize_lm
+    from ..models import resolve_model_name
+
+    spec, raw = load_lm_data(
+        options.task, train_file=options.train_file,
+        validation_file=parse_validation_files(options.validation_file),
+        data_dir=options.data_dir, dataset=options.dataset, dataset_config=options.dataset_config,
+        text_columns=options.text_columns, max_train_samples=options.max_train_samples,
+        max_eval_samples=options.max_eval_samples, seed=options.seed)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(options.model))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--model {options.model!r}: its tokenizer does not load: {e}") from None
+    msg = ensure_pad_token(tokenizer, f"the tokenizer of {options.model!r}")
+    if msg and PartialState().is_main_process:
+        print(msg)
+    tok = tokenize_lm(raw, spec, tokenizer, options.max_length, options.packing)
+    samples = sample_prompts(spec, raw[spec.eval_splits[0]], tokenizer, options.num_samples)
+    return TaskData(spec, tok["train"], {s: tok[s] for s in spec.eval_splits},
+                    LMCollator(tokenizer.pad_token_id), tokenizer=tokenizer, samples=samples)
 
 
 def load_splits(options: FinetuneOptions, tokenizer
@@ -90,7 +123,7 @@ def load_splits(options: FinetuneOptions, tokenizer
     spec, dsets = load_task_data(
         options.task,
         train_file=options.train_file,
-        validation_file=options.validation_file,
+        validation_file=parse_validation_files(options.validation_file),
         data_dir=options.data_dir,
         text_columns=options.text_columns,
         label_column=options.label_column,

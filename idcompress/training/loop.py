@@ -55,7 +55,9 @@ from torch import nn
 
 from ..data import TaskSpec, compute_metrics
 from . import state as st
+from . import tracking
 from .data import load_data, make_loaders
+from .lm import evaluate_lm, is_generative, report_keys, report_pooling, write_samples
 from .methods import (
     BuiltModel,
     build_model,
@@ -91,6 +93,9 @@ class RunResult:
     interrupted: bool = False
     reload_score: float | None = None
     report: str | None = None  # folder of the geometry report
+    score_float32: float | None = None  # --vector-dtype: the score before the cast
+    initial_metrics: dict[str, dict[str, float]] | None = None  # generative: before training
+    hub_url: str | None = None  # --push-to-hub: the commit
     wall_time_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -114,6 +119,8 @@ class RunResult:
             "checkpoint_bytes": self.checkpoint_bytes,
             "compression_ratio": self.compression_ratio,
             "reload_score": self.reload_score, "report": self.report, "steps": self.steps,
+            "score_float32": self.score_float32, "hub_url": self.hub_url,
+            "initial_metrics": self.initial_metrics,
             "epochs_done": self.epochs_done, "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early, "interrupted": self.interrupted,
             "wall_time_s": self.wall_time_s, "options": self.options.to_dict(),
@@ -164,6 +171,8 @@ def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], spec: TaskSpe
 def evaluate(model: nn.Module, loaders: dict, spec: TaskSpec, accelerator
              ) -> dict[str, dict[str, float]]:
     """Metrics of ``spec`` on every eval loader (gathered over processes, duplicates dropped)."""
+    if is_generative(spec):
+        return evaluate_lm(model, loaders, spec, accelerator)
     was_training = model.training
     model.eval()
     out = {}
@@ -223,7 +232,14 @@ _REPORT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 REPORT_MAX_INPUTS = 2000
 
 
-def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
+def _better(score: float, best: float | None, spec) -> bool:
+    """``score`` beats ``best`` (lower is better for a spec with ``greater_is_better=False``)."""
+    if best is None:
+        return True
+    return score > best if getattr(spec, "greater_is_better", True) else score < best
+
+
+def _geometry_report(model, eval_dl, out_dir: Path, result, spec=None) -> str | None:
     """The geometry report (base θ₀ vs tuned, per layer) on up to 2,000 validation inputs.
 
     Layers: a transformers base's ``hidden_states``; for other models the outputs of the
@@ -237,6 +253,9 @@ def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
     from ..geometry.pipeline import checkpoint_facts, report_on_batches
 
     module_names = None
+    keys, pool = _REPORT_KEYS, {}
+    if is_generative(spec):  # causal: last real token + mean; seq2seq: encoder mean
+        keys, pool = report_keys(spec), {"pooling": report_pooling(spec)}
     base = model.get_base_model()
     if not isinstance(base, PreTrainedModel):
         names = getattr(base, "report_module_names", None)
@@ -247,7 +266,7 @@ def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
         module_names = [f"base_model.model.{n}" for n in names]
     batches, n = [], 0
     for batch in eval_dl:
-        b = {k: v for k, v in batch.items() if k in _REPORT_KEYS}
+        b = {k: v for k, v in batch.items() if k in keys}
         batches.append(b)
         n += next(iter(b.values())).shape[0]
         if n >= REPORT_MAX_INPUTS:
@@ -255,7 +274,7 @@ def _geometry_report(model, eval_dl, out_dir: Path, result) -> str | None:
     try:
         res = report_on_batches(model, batches, out_dir / "geometry",
                                 facts=checkpoint_facts(model, result.checkpoint_bytes),
-                                module_names=module_names)
+                                module_names=module_names, **pool)
     except ValueError as e:  # e.g. too few validation inputs for the estimators
         print(f"geometry report skipped: {e}")
         return None
@@ -273,12 +292,18 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
 
     t0 = time.perf_counter()
     options.validate()
+    log_with = tracking.log_with(options.report_to)  # a missing tracker package: refused now
+    if options.push_to_hub:
+        from ..sharing import check_can_push
+
+        check_can_push(options.push_to_hub)  # offline or no token: refused before any work
     if options.early_stop is not None and not options.eval_every_epoch:
         raise ValueError("--early-stop needs an evaluation every epoch (eval_every_epoch: true)")
     out_dir = Path(options.output_dir) if options.output_dir else default_output_dir(options)
     options.output_dir = str(out_dir)
     accelerator = Accelerator(mixed_precision=options.mixed_precision,
-                              gradient_accumulation_steps=options.grad_accum)
+                              gradient_accumulation_steps=options.grad_accum,
+                              log_with=log_with, project_dir=str(out_dir))
     is_main = accelerator.is_main_process
     accelerator.print(f"processes: {accelerator.num_processes} (world size; device {accelerator.device}, "
                       f"batch {options.batch_size} per process)")
@@ -332,6 +357,10 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         accelerator.print(f"resumed from {resume_from} at step {run.global_step}")
 
     log_path = out_dir / "metrics.jsonl"
+    if log_with:
+        accelerator.init_trackers(tracking.PROJECT_NAME,
+                                  config=tracking.tracker_config(options.to_dict()))
+    steplog = tracking.StepLogger(accelerator, options.logging_steps, out_dir)
 
     def save_state(loss_sum: torch.Tensor, loss_n: int) -> Path:
         folder = st.state_folder(out_dir, run.global_step)
@@ -355,7 +384,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
                  "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
                  "elapsed_s": round(time.perf_counter() - t0, 3)}
         run.history.append(entry)
-        if run.best_score is None or score > run.best_score:
+        if _better(score, run.best_score, spec):
             run.best_score, run.best_epoch, run.bad_evals = score, epoch, 0
             if options.early_stop is not None:
                 run.best_snapshot = _trainable_snapshot(accelerator.unwrap_model(model))
@@ -369,6 +398,18 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         accelerator.print(f"epoch {epoch} step {run.global_step}: {spec.main_metric}={score:.4f} "
                           + " ".join(f"{s}/{k}={v:.4f}" for s, m in metrics.items()
                                      for k, v in m.items()))
+        if log_with:
+            accelerator.log(tracking.eval_record(metrics, train_loss), step=run.global_step)
+        if is_generative(spec) and data.samples and is_main:
+            write_samples(accelerator.unwrap_model(model), data.tokenizer, spec, data.samples,
+                          out_dir, epoch, options.max_new_tokens)
+
+    if is_generative(spec) and resume_from is None:  # the base's loss, to compare with
+        result.initial_metrics = evaluate(model, eval_dls, spec, accelerator)
+        first = result.initial_metrics[spec.eval_splits[0]]
+        accelerator.print("before training: " + " ".join(f"{k}={v:.4f}" for k, v in first.items()))
+        if is_main:
+            st.write_json_atomic(out_dir / "initial_metrics.json", result.initial_metrics)
 
     from tqdm.auto import tqdm
 
@@ -377,6 +418,8 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     n_batches = len(train_dl)
     start_epoch = run.completed_batches // n_batches
     interrupted = run.stopped_early
+    norm = 0.0  # gradient norm of the step being logged (--logging-steps)
+    steplog.start()
     for epoch in range(start_epoch, options.epochs):
         if interrupted:
             break
@@ -396,6 +439,9 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
             with accelerator.accumulate(model):
                 loss = compute_loss(model, batch, spec)
                 accelerator.backward(loss)
+                steplog.on_batch(batch, loss)
+                if accelerator.sync_gradients and steplog.due(run.global_step + 1):
+                    norm = tracking.grad_norm(model)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -405,6 +451,8 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
             if not accelerator.sync_gradients:
                 continue
             run.global_step += 1
+            if steplog.due(run.global_step):
+                steplog.on_step(run.global_step, scheduler.get_last_lr()[0], norm)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             last_in_epoch = i == n_batches - 1
@@ -446,6 +494,8 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         result.wall_time_s = time.perf_counter() - t0
         accelerator.print(f"stopped after {run.global_step} steps (--stop-after-steps); state "
                           f"saved in {st.latest_state(out_dir)}; continue with --resume")
+        if log_with:
+            accelerator.end_training()
         return result
 
     final = run.history[-1]
@@ -457,9 +507,19 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     result.score = final["score"]
 
     unwrapped = accelerator.unwrap_model(model)
+    expected = result.metrics
+    if built.method == "intrinsic" and options.vector_dtype != "float32":
+        from .cast import cast_vector
+
+        cast_vector(unwrapped, options.vector_dtype)  # the model now holds what the file will
+        with accelerator.autocast():
+            expected = evaluate(unwrapped, eval_dls, spec, accelerator)
+        result.score_float32 = result.score
+        result.score = expected[spec.eval_splits[0]][spec.main_metric]
+        result.metrics = {s: expected[s] for s in spec.eval_splits}
     ckpt = out_dir / "checkpoint"
     if is_main:
-        ckpt = save_model(unwrapped, built.method, ckpt, built.module_folder)
+        ckpt = save_model(unwrapped, built.method, ckpt, built.module_folder, data.tokenizer)
     accelerator.wait_for_everyone()
     result.checkpoint = ckpt
     result.checkpoint_bytes = checkpoint_bytes(ckpt)
@@ -469,13 +529,20 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         with accelerator.autocast():
             again = evaluate(reloaded, eval_dls, spec, accelerator)
         result.reload_score = again[spec.eval_splits[0]][spec.main_metric]
-        if again != result.metrics:
+        if again != expected:
             raise RuntimeError(f"the saved checkpoint {ckpt} does not reproduce the final "
                                f"validation metrics: {again} != {result.metrics}")
 
         if not options.no_report and is_main:
-            result.report = _geometry_report(reloaded, eval_dls[spec.eval_splits[0]], out_dir, result)
+            result.report = _geometry_report(reloaded, eval_dls[spec.eval_splits[0]], out_dir,
+                                             result, spec)
 
+    if options.push_to_hub and is_main:
+        from ..sharing import push_checkpoint
+
+        result.hub_url = push_checkpoint(ckpt, options.push_to_hub, run=result.to_dict())
+    if log_with:
+        accelerator.end_training()
     result.wall_time_s = time.perf_counter() - t0
     if is_main:
         st.write_json_atomic(out_dir / "metrics.json", result.to_dict())

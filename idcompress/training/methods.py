@@ -5,7 +5,14 @@
   from the seeded generator, so the checkpoint stays seed + vector.
 * ``full``: every parameter trains.
 * ``lora``: PEFT LoRA, r=8, alpha=16, dropout 0.1, on the attention ``query``/``value``
-  projections, the classifier head in ``modules_to_save``.
+  projections, the classifier head in ``modules_to_save``; for a language model
+  (``text/causal-lm``, ``text/seq2seq``) on PEFT's default targets of its architecture
+  (:func:`.lm.lora_for`).
+
+Language models load with ``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM``
+(:func:`load_lm`) and have no new head; the intrinsic config records task type ``CAUSAL_LM`` /
+``SEQ_2_SEQ_LM`` and no labels. ``save_model`` puts the tokenizer next to a full model or LoRA
+adapter so the folder runs on its own.
 
 For ``full`` and ``lora`` the new head is initialised from the same seeded generator as for
 ``intrinsic`` (stream ``init/<name>``), so the three methods start from the same model.
@@ -86,8 +93,33 @@ def load_image_classifier(name: str, spec: TaskSpec) -> nn.Module:
         raise ValueError(f"--model {name!r} does not load as an image classifier: {e}") from None
 
 
+def load_lm(name: str, spec) -> nn.Module:
+    """``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM`` (by ``spec.task_type``) from a short
+    name, folder or hub id."""
+    from ..models.loading import load_base_model
+
+    try:
+        return load_base_model(name, task_type=spec.task_type)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--model {name!r} does not load as a {spec.task_type} model for "
+                         f"{spec.name}: {e}") from None
+
+
 def _task_type(options: FinetuneOptions) -> str:
+    if options.is_lm_task:
+        from .lm_options import LM_TASKS, lm_task_name
+
+        return "CAUSAL_LM" if LM_TASKS[lm_task_name(options.task)] == "causal" else "SEQ_2_SEQ_LM"
     return "IMAGE_CLS" if options.is_image_task else "SEQ_CLS"
+
+
+def _head_fields(spec) -> dict[str, Any]:
+    """The label fields of the intrinsic config (none for a generative task)."""
+    if getattr(spec, "generative", False):
+        return {"label_names": None, "num_labels": None, "problem_type": None}
+    return {"label_names": None if spec.is_regression else list(spec.label_names),
+            "num_labels": spec.num_labels,
+            "problem_type": "regression" if spec.is_regression else "single_label_classification"}
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -103,6 +135,8 @@ def build_model(options: FinetuneOptions, spec: TaskSpec,
     """
     if options.is_image_task:
         model = load_image_classifier(options.model, spec)
+    elif options.is_lm_task:
+        model = load_lm(options.model, spec)
     else:
         model = load_classifier(options.model, spec)
     base_params = count_parameters(model)
@@ -115,9 +149,7 @@ def build_model(options: FinetuneOptions, spec: TaskSpec,
             seed=options.seed,
             task_type=_task_type(options),
             base_model_name_or_path=options.model,
-            label_names=None if spec.is_regression else list(spec.label_names),
-            num_labels=spec.num_labels,
-            problem_type="regression" if spec.is_regression else "single_label_classification",
+            **_head_fields(spec),
             extra={"image_preprocessing": image_preprocessing} if image_preprocessing else {},
         )
         try:
@@ -143,6 +175,11 @@ def build_model(options: FinetuneOptions, spec: TaskSpec,
                       "label_names": list(spec.label_names) or None,
                       "image_preprocessing": image_preprocessing}
         return BuiltModel(model, "full", base_params, None, None, module_folder=folder)
+    if options.method == "lora" and options.is_lm_task:
+        from .lm import lora_for
+
+        return BuiltModel(lora_for(spec, model, LORA_R, LORA_ALPHA, LORA_DROPOUT), "lora",
+                          base_params, None, None)
     if options.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -179,10 +216,18 @@ def set_train_mode(model: nn.Module, method: str) -> int:
 
 
 def save_model(model: nn.Module, method: str, path: str | os.PathLike,
-               module_folder: dict[str, Any] | None = None) -> Path:
+               module_folder: dict[str, Any] | None = None, tokenizer: Any = None) -> Path:
     """Write the trained model to ``path`` (intrinsic: the tiny checkpoint; full: the whole
-    model, as a module folder when ``module_folder`` is given; lora: the PEFT adapter)."""
+    model, as a module folder when ``module_folder`` is given; lora: the PEFT adapter).
+
+    ``tokenizer`` (text tasks) is saved next to a full model or LoRA adapter, so that the folder
+    runs on its own (``idcompress predict``); the intrinsic checkpoint stays seed + vector (its
+    tokenizer is the base's)."""
     path = Path(path)
+    if tokenizer is not None and method != "intrinsic":
+        out = save_model(model, method, path, module_folder)
+        tokenizer.save_pretrained(out)
+        return out
     if method == "intrinsic":
         from ..tuners import save_checkpoint
 

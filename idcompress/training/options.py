@@ -60,7 +60,9 @@ class FinetuneOptions:
     # data
     task: str | None = None
     train_file: str | None = None
-    validation_file: str | None = None
+    #: one file, or several (``validation_file: [a, b]`` / ``--validation-file`` repeated), each
+    #: a path or ``split=path`` (MNLI: ``validation_matched=dev_m.tsv``)
+    validation_file: list[str] | None = None
     data_dir: str | None = None
     text_columns: list[str] | None = None
     label_column: str | None = None
@@ -68,6 +70,12 @@ class FinetuneOptions:
     max_eval_samples: int | None = None
     max_length: int = 128
     image_size: int | None = None
+    # generative tasks (text/causal-lm, text/seq2seq; see idcompress.training.lm)
+    dataset: str | None = None
+    dataset_config: str | None = None
+    packing: bool = False
+    num_samples: int = 3
+    max_new_tokens: int = 32
     # model and method
     model: str = "minilm-l6"
     method: str = "intrinsic"
@@ -90,8 +98,15 @@ class FinetuneOptions:
     resume: bool = False
     stop_after_steps: int | None = None
     no_report: bool = False
+    # logging and sharing
+    report_to: str = "none"
+    logging_steps: int | None = None
+    vector_dtype: str = "float32"
+    push_to_hub: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.validation_file, str):
+            self.validation_file = [self.validation_file]
         self.validate()
 
     @property
@@ -108,7 +123,7 @@ class FinetuneOptions:
                                  f"{list(allowed)}")
         positive = ("dim", "epochs", "batch_size", "grad_accum", "max_length",
                     "max_train_samples", "max_eval_samples", "early_stop", "save_every",
-                    "stop_after_steps", "image_size")
+                    "stop_after_steps", "image_size", "logging_steps", "max_new_tokens")
         for name in positive:
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -129,7 +144,17 @@ class FinetuneOptions:
                              f"{missing} is missing")
         if self.resume and not self.output_dir:
             raise ValueError("--resume needs --output-dir (the folder of the run to continue)")
+        from .lm_options import validate_lm_and_sharing
+
+        validate_lm_and_sharing(self)
         self._validate_modality()
+
+    @property
+    def is_lm_task(self) -> bool:
+        """True for the generative tasks ``text/causal-lm`` and ``text/seq2seq``."""
+        from .lm_options import is_lm_task
+
+        return is_lm_task(self.task)
 
     @property
     def is_image_task(self) -> bool:
@@ -288,7 +313,7 @@ def load_yaml_options(path: str | Path) -> dict[str, Any]:
 
 def has_data_source(values: dict[str, Any]) -> bool:
     return any(values.get(k) is not None for k in ("task", "train_file", "validation_file",
-                                                    "data_dir"))
+                                                    "data_dir", "dataset"))
 
 
 def merge_options(explicit: dict[str, Any], yaml_values: dict[str, Any] | None = None

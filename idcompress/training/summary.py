@@ -17,11 +17,22 @@ def format_summary(result: RunResult) -> str:
     """Score (main + every metric), d, trainable numbers, checkpoint, compression, wall time."""
     lines = [f"task          {result.task}  (method {result.method}, model {result.options.model})"]
     if result.score is not None:
+        lower = result.main_metric in ("perplexity", "loss")
         lines.append(f"score         {result.main_metric} = {result.score:.4f}"
+                     + ("  (lower is better)" if lower else "")
                      + (f"  (best epoch {result.best_epoch}, stopped early)"
                         if result.stopped_early else ""))
+    if result.score_float32 is not None and result.score is not None:
+        lost = result.score - result.score_float32
+        lost = lost if result.main_metric in ("perplexity", "loss") else -lost
+        lines.append(f"vector dtype  {result.options.vector_dtype}: {result.main_metric} "
+                     f"{result.score:.4f} vs {result.score_float32:.4f} in float32 "
+                     f"(lost {lost:+.4f} by the cast)")
     for split, metrics in result.metrics.items():
         lines.append(f"  {split:<11} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    for split, metrics in (result.initial_metrics or {}).items():
+        lines.append(f"  {split + ' before':<11} "
+                     + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + "  (the base)")
     if result.d is not None:
         lines.append(f"d             {result.d:,} (projection {result.options.projection}; "
                      f"D = {result.D:,} parameters tuned through P)")
@@ -38,4 +49,6 @@ def format_summary(result: RunResult) -> str:
     lines.append(f"steps         {result.steps} optimizer steps, {result.epochs_done} epoch(s)")
     lines.append(f"wall time     {result.wall_time_s:.1f} s")
     lines.append(f"output        {result.output_dir}")
+    if result.hub_url:
+        lines.append(f"hub           {result.hub_url}")
     return "\n".join(lines)
