@@ -89,13 +89,13 @@ def _auto_class(kind: str):
 def _tokenizer(*candidates: str | None):
     from transformers import AutoTokenizer
 
-    from .models import resolve_model_name
+    from .models import packaged_folder, resolve_model_name
 
     errors = []
     for c in candidates:
         if not c:
             continue
-        path = resolve_model_name(c)
+        path = packaged_folder(c) or resolve_model_name(c)
         if Path(path).is_dir() and not any((Path(path) / f).exists() for f in _TOKENIZER_FILES):
             continue
         try:
@@ -179,18 +179,7 @@ def _load_lora(path: Path, data: dict, base: str | None):
 def _load_intrinsic(checkpoint: str, base: str | None, force: bool):
     from .tuners import IntrinsicModel
 
-    base_model = None
-    if base is not None:
-        from .checkpoint.format import load_checkpoint_files
-        from .checkpoint.hub import checkpoint_in_folder, resolve_checkpoint
-        from .models.loading import load_base_model
-
-        p = resolve_checkpoint(checkpoint)
-        cfg = load_checkpoint_files(checkpoint_in_folder(p) if p.is_dir() else p).config
-        base_model = load_base_model(base, task_type=cfg.task_type, num_labels=cfg.num_labels,
-                                     label_names=cfg.label_names, problem_type=cfg.problem_type)
-    model = IntrinsicModel.from_pretrained(checkpoint, base_model=base_model,
-                                           allow_fingerprint_mismatch=force)
+    model = IntrinsicModel.from_pretrained(checkpoint, base_model=base, allow_fingerprint_mismatch=force)
     cfg = model.intrinsic_config
     kind = _kind_of_task(cfg.task_type, cfg.problem_type, cfg.num_labels, checkpoint)
     tok = _tokenizer(base, cfg.base_model_name_or_path)
