@@ -178,13 +178,14 @@ def push_checkpoint(checkpoint: str | os.PathLike, repo_id: str, run: dict[str, 
     ``repo_id``; returns the commit URL."""
     import huggingface_hub
 
-    from .checkpoint.format import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint_files
+    from .checkpoint.format import CONFIG_NAME, WEIGHTS_NAME
+    from .tuners.loading import read_config
 
     check_can_push(repo_id, token)
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    cfg = load_checkpoint_files(path).config
+    cfg = read_config(path)[0]
     files = [path / CONFIG_NAME, path / WEIGHTS_NAME] if path.is_dir() else [path]
     size = sum(f.stat().st_size for f in files)
     run = run if run is not None else _run_of(path)
