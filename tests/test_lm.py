@@ -208,7 +208,7 @@ def test_causal_intrinsic_vector_dtype(tmp_path, lm_files, tiny_gpt2, capsys):
     out = tmp_path / "run"
     assert run_cli(lm_args("text/causal-lm", tiny_gpt2, lm_files, "instruction", out,
                            "--epochs", "2", "--dim", "300", "--vector-dtype", "float16",
-                           "--no-report", "--num-samples", "0")) == 0
+                           "--no-report")) == 0
     summary = capsys.readouterr().out
     final = json.loads((out / "metrics.json").read_text())
     assert final["method"] == "intrinsic" and final["d"] == 300
@@ -218,6 +218,11 @@ def test_causal_intrinsic_vector_dtype(tmp_path, lm_files, tiny_gpt2, capsys):
     with safe_open(str(out / "checkpoint" / "adapter_model.safetensors"), "pt") as f:
         assert f.get_tensor("theta_d").dtype == torch.float16
     assert final["checkpoint_bytes"] < 3000
+    # the wrapped model generates; the reloaded checkpoint generates the same
+    last = samples_of(out, 2)
+    assert len(last) == 3 and all(isinstance(r["generated"], str) for r in last)
+    got = predict_cli(out / "checkpoint", [r["prompt"] for r in last], tmp_path)
+    assert [g["generated"] for g in got] == [r["generated"] for r in last]
 
 
 # --- seq2seq ------------------------------------------------------------------------------------
@@ -243,7 +248,7 @@ def test_seq2seq_intrinsic_reload_without_base_and_merge(tmp_path, lm_files, tin
 
     out = tmp_path / "run"
     assert run_cli(lm_args("text/seq2seq", tiny_t5, lm_files, "seq2seq", out, "--epochs", "1",
-                           "--dim", "300", "--num-samples", "0")) == 0
+                           "--dim", "300")) == 0
     final = json.loads((out / "metrics.json").read_text())
     assert final["reload_score"] == final["score"]  # reloaded by the loop without the base
     assert final["report"] == str(out / "geometry")  # encoder states, mean pooling
@@ -257,6 +262,9 @@ def test_seq2seq_intrinsic_reload_without_base_and_merge(tmp_path, lm_files, tin
     merged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "merged").eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(**batch).logits, want, rtol=1e-4, atol=1e-5)
+    last = samples_of(out, 1)
+    got = predict_cli(ckpt, [r["prompt"] for r in last], tmp_path)
+    assert [g["generated"] for g in got] == [r["generated"] for r in last]
 
 
 # --- predict on the packaged MiniLM sentiment checkpoint ----------------------------------------
