@@ -6,9 +6,16 @@ the layout's tensor names, zlib-compressed, in the safetensors metadata so a mis
 can be diagnosed by name). Single-file form: ``*.idc.safetensors`` with the same tensors and the
 config as JSON under the metadata key ``idcompress_config``.
 
-Writes are atomic: everything goes to a temporary sibling that is renamed into place. Reads
-never unpickle: only JSON and safetensors are parsed, and every field is checked before any
-model is built.
+Writes are atomic: everything goes to a temporary sibling that is renamed into place; an
+existing checkpoint is replaced so that a loadable one is at the path at every instant
+(:mod:`.atomic`). Reads never unpickle: only JSON and safetensors are parsed, and every field is
+checked before any model is built.
+
+Integrity (v2, :mod:`.integrity`): the config records ``digest``, a SHA-256 over the canonical
+config and the tensors; the reader recomputes it and refuses a mismatch (unless
+``allow_integrity_mismatch``), refuses non-finite vectors and inconsistent configs, and loads a
+checkpoint without digest (the first format) with a one-line notice. The files are
+byte-reproducible: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ import base64
 import json
 import os
 import shutil
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -25,10 +31,24 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..projection.rng import RNG_NAME, RNG_VERSION
 from ..tuners.config import IntrinsicConfig
+from .atomic import (
+    clean_stale_temps,
+    recover_interrupted,
+    replace_path,
+    temp_sibling,
+    write_bytes_synced,
+)
+from .integrity import (
+    DIGEST_FIELD,
+    check_consistency,
+    checkpoint_digest,
+    mismatch_allowed,
+    safetensors_bytes,
+    verify_digest,
+)
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -97,14 +117,21 @@ def _normal_permissions(path: Path) -> None:
 
 
 def _replace(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` onto ``path``; an existing target is moved aside first and removed after."""
-    if path.is_dir():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    """Move ``tmp`` onto ``path``; a loadable checkpoint stays at ``path`` throughout (.atomic)."""
+    replace_path(tmp, path)
+
+
+# --- integrity (v2) -------------------------------------------------------------------------
+def _config_with_digest(cfg: IntrinsicConfig, tensors: dict[str, torch.Tensor]) -> str:
+    """Record the digest of ``cfg`` + ``tensors`` in ``cfg``; the config JSON to write."""
+    data = cfg.to_dict()
+    data.pop(DIGEST_FIELD, None)
+    cfg.digest = checkpoint_digest(data, tensors)
+    config_json = cfg.to_json_string()
+    if checkpoint_digest(json.loads(config_json), tensors) != cfg.digest:  # pragma: no cover
+        raise RuntimeError("the checkpoint config does not survive a JSON round trip")
+    return config_json
+# --- end integrity ----------------------------------------------------------------------------
 
 
 def save_intrinsic_model(model, path: str | os.PathLike, single_file: bool = False, overwrite: bool = False) -> Path:
@@ -114,27 +141,28 @@ def save_intrinsic_model(model, path: str | os.PathLike, single_file: bool = Fal
     path = Path(path)
     if single_file and not path.name.endswith(SINGLE_FILE_SUFFIX):
         raise ValueError(f"a single-file checkpoint must be named *{SINGLE_FILE_SUFFIX}, got {path.name!r}")
+    recover_interrupted(path)  # an earlier overwrite killed half-way
     _check_target(path, overwrite)
     cfg = model.intrinsic_config
     if cfg.base_fingerprint is None:
         cfg.base_fingerprint = fingerprint(model)
     tensors, meta = _tensors_and_metadata(model)
-    config_json = cfg.to_json_string()
+    config_json = _config_with_digest(cfg, tensors)  # integrity (v2)
+    clean_stale_temps(path)
     if single_file:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = temp_sibling(path, directory=False)
         try:
-            save_file(tensors, tmp, metadata={**meta, CONFIG_METADATA_KEY: config_json})
-            _normal_permissions(Path(tmp))
-            _replace(Path(tmp), path)
+            write_bytes_synced(tmp, safetensors_bytes(tensors, {**meta, CONFIG_METADATA_KEY: config_json}))
+            _normal_permissions(tmp)
+            _replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return path
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = temp_sibling(path, directory=True)
     try:
-        (tmp / CONFIG_NAME).write_text(config_json + "\n")
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
+        write_bytes_synced(tmp / CONFIG_NAME, (config_json + "\n").encode())
+        write_bytes_synced(tmp / WEIGHTS_NAME, safetensors_bytes(tensors, meta))
         _normal_permissions(tmp)
         _replace(tmp, path)
     except BaseException:
@@ -225,11 +253,20 @@ def _check_vectors(cfg: IntrinsicConfig, tensors: dict, dtypes: dict, source: st
     return out["theta_d"], out.get("said_lambda")
 
 
-def load_checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
-    """Read and validate a checkpoint directory or ``*.idc.safetensors`` file (no model built)."""
+def load_checkpoint_files(path: str | os.PathLike,
+                          allow_integrity_mismatch: bool | None = None) -> CheckpointFiles:
+    """Read and validate a checkpoint directory or ``*.idc.safetensors`` file (no model built).
+
+    ``allow_integrity_mismatch``: load a checkpoint whose digest does not match, with a loud
+    warning (``None``: as :func:`.integrity.allow_integrity_mismatch` set it, else refuse).
+    """
+    from ..pathcheck import describe_missing
+
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        recover_interrupted(path)  # an overwrite killed between its two renames
+    if not path.exists():
+        raise FileNotFoundError(describe_missing(path, "no checkpoint at"))
     if path.is_dir():
         cfg_path, w_path = path / CONFIG_NAME, path / WEIGHTS_NAME
         if not cfg_path.exists():
@@ -249,6 +286,12 @@ def load_checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
             raise ValueError(f"{path}: metadata '{CONFIG_METADATA_KEY}' is not valid JSON ({e})") from None
         source = str(path)
         w_path = path
+    # --- integrity (v2): the digest first, so a damaged file is named as such --------------------
+    digest_source = source if w_path == path else f"{cfg_path} + {WEIGHTS_NAME}"
+    verify_digest(data, tensors, digest_source, mismatch_allowed(allow_integrity_mismatch))
+    if meta.get("format", "pt") != "pt":
+        raise ValueError(f"{w_path}: metadata 'format'={meta['format']!r} is not 'pt'")
+    # --- end integrity ----------------------------------------------------------------------------
     if data.get("peft_type", "INTRINSIC") != "INTRINSIC":
         raise ValueError(f"{source}: peft_type={data.get('peft_type')!r} is not an idcompress checkpoint")
     with warnings.catch_warnings():
@@ -259,12 +302,13 @@ def load_checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
             raise ValueError(f"{source}: missing field {field!r}")
     _check_rng(cfg, source)
     theta, lam = _check_vectors(cfg, tensors, dtypes, str(w_path))
+    check_consistency(cfg, source)  # integrity (v2): num_labels vs label_names, fingerprint
     names = None
     if LAYOUT_METADATA_KEY in meta:
         try:
             names = _decode_layout(meta[LAYOUT_METADATA_KEY])
-        except (ValueError, zlib.error):
-            names = None
+        except (ValueError, zlib.error) as e:
+            raise ValueError(f"{w_path}: metadata '{LAYOUT_METADATA_KEY}' is corrupt ({e})") from None
     return CheckpointFiles(cfg, theta, lam, names, str(path))
 
 

@@ -53,6 +53,7 @@ class IntrinsicConfig:
     rng: str = RNG_ID
     peft_type: str = PEFT_TYPE
     idcompress_version: str = __version__
+    digest: str | None = None  # integrity digest, written at save (checkpoint/integrity.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,7 +92,7 @@ class IntrinsicConfig:
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
                 raise ValueError(f"IntrinsicConfig.{name} must be a positive integer, got {v!r}")
         for name in ("task_type", "base_model_name_or_path", "revision", "problem_type",
-                     "layout_digest", "base_fingerprint", "rng", "peft_type", "idcompress_version"):
+                     "layout_digest", "base_fingerprint", "rng", "peft_type", "idcompress_version", "digest"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"IntrinsicConfig.{name} must be a string, got {v!r}")
