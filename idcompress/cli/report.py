@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="inputs per forward (default: %(default)s)")
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint>-geometry)")
     p.add_argument("--measure-results", default=None, help="results.json of `idcompress measure`, to state d90")
-    p.add_argument("--force", action="store_true", help="load even if the base fingerprint differs")
+    p.add_argument("--force", action="store_true", help="load even if the base fingerprint differs "
+                   "or the checkpoint fails its integrity check (warns)")
     p.set_defaults(func=run)
 
 
@@ -34,8 +35,6 @@ def _bytes(path: Path) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
     from ..geometry import format_table
     from ..geometry.pipeline import (
         checkpoint_facts,
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         intrinsic_report,
         texts_for_task,
     )
-    from ..models import resolve_model_name
+    from ..models.loading import load_tokenizer
     from ..tuners import IntrinsicModel
 
     if args.n < 2:
@@ -52,9 +51,14 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.name.removesuffix(".idc.safetensors") + "-geometry")
     d90 = d90_from_results(args.measure_results) if args.measure_results else None
-    model = IntrinsicModel.from_pretrained(args.checkpoint, allow_fingerprint_mismatch=args.force)
+    from ..checkpoint.integrity import allow_integrity_mismatch
+    from .checkpoints import check_checkpoint_and_base
+
+    check_checkpoint_and_base(args.checkpoint, force=args.force)  # files and base, before loading
+    with allow_integrity_mismatch(args.force):
+        model = IntrinsicModel.from_pretrained(args.checkpoint, allow_fingerprint_mismatch=args.force)
     cfg = model.intrinsic_config
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(cfg.base_model_name_or_path))
+    tokenizer = load_tokenizer(cfg.base_model_name_or_path)
     data_kwargs = {}
     if args.validation_file:
         # only the eval split is read; the file stands in for the train split the loader expects
