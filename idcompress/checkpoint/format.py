@@ -291,6 +291,10 @@ def load_checkpoint_files(path: str | os.PathLike,
     verify_digest(data, tensors, digest_source, mismatch_allowed(allow_integrity_mismatch))
     if meta.get("format", "pt") != "pt":
         raise ValueError(f"{w_path}: metadata 'format'={meta['format']!r} is not 'pt'")
+    unknown = sorted(set(meta) - {"format", LAYOUT_METADATA_KEY, CONFIG_METADATA_KEY})
+    if unknown:
+        raise ValueError(f"{w_path}: unexpected safetensors metadata {unknown} (damaged, or not "
+                         "written by idcompress)")
     # --- end integrity ----------------------------------------------------------------------------
     if data.get("peft_type", "INTRINSIC") != "INTRINSIC":
         raise ValueError(f"{source}: peft_type={data.get('peft_type')!r} is not an idcompress checkpoint")

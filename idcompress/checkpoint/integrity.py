@@ -14,7 +14,8 @@ It is the same for the directory and the single-file form of one checkpoint. The
 it in the config (field ``digest``); the reader recomputes it from what it parsed and refuses a
 mismatch (:func:`verify_digest`), unless the caller explicitly allows it (then it warns loudly).
 A checkpoint without ``digest`` (the first format, or one written by PEFT's own
-``save_pretrained``) loads with a one-line :class:`IntegrityNotice`.
+``save_pretrained``) loads with a one-line :class:`IntegrityNotice`, unless it has a key one
+character away from ``digest`` (a flipped bit in the key would otherwise pass as "no digest").
 
 **Reproducible bytes.** ``safetensors``' writer keeps the metadata in a Rust ``HashMap`` and
 emits it in a different order on every call (passing an ordered dict does not help), so the same
@@ -155,6 +156,10 @@ def verify_digest(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
     :class:`IntegrityNotice`.
     """
     recorded = config.get(DIGEST_FIELD)
+    damaged = [k for k in config if _one_char_from_digest(k)]
+    if recorded is None and damaged:
+        raise IntegrityError(f"{source}: no field 'digest' but a field {damaged[0]!r}: the "
+                             "checkpoint was damaged after it was written")
     if recorded is None:
         version = config.get("idcompress_version")
         warnings.warn(
@@ -181,6 +186,12 @@ def verify_digest(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
     warnings.warn("LOADING A CHECKPOINT THAT FAILED ITS INTEGRITY CHECK: " + msg,
                   IntegrityMismatchWarning, stacklevel=3)
     return recorded
+
+
+def _one_char_from_digest(key: str) -> bool:
+    """A key one character away from ``digest`` (a flipped bit would otherwise pass as "no digest")."""
+    return (isinstance(key, str) and len(key) == len(DIGEST_FIELD) and key != DIGEST_FIELD
+            and sum(a != b for a, b in zip(key, DIGEST_FIELD)) == 1)
 
 
 def check_consistency(config, source: str) -> None:

@@ -46,7 +46,8 @@ Options come from, lowest precedence first: defaults, the demo preset (no data s
 the YAML file of --config (keys = flag names with underscores), explicit flags.
 
 Writes <output-dir>/metrics.jsonl (one line per evaluation), metrics.json (final summary),
-checkpoint/ and, with --save-every, state/ (for --resume).
+checkpoint/ and, with --save-every, state/ (for --resume). The folder is locked while the run
+lasts; one that already holds a run needs --resume (continue it) or --overwrite (replace it).
 """
 
 

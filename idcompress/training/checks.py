@@ -89,10 +89,7 @@ def check_before_training(options: FinetuneOptions, device: torch.device) -> Non
     """Refuse what would train into garbage or fail after training started (module docstring)."""
     from ..models.loading import _LOADERS, check_model_reference
 
-    if options.mixed_precision == "fp16" and torch.device(device).type == "cpu":
-        raise ValueError("--mixed-precision fp16 needs a GPU; this run is on the CPU, where "
-                         "Accelerate would silently train in float32: pass --mixed-precision bf16 "
-                         "(CPU autocast) or --mixed-precision no")
+    check_mixed_precision(options, device)
     if options.model.strip().lower() in _LOADERS:
         return
     check_model_reference(options.model, what="--model")
@@ -104,6 +101,14 @@ def check_before_training(options: FinetuneOptions, device: torch.device) -> Non
         raise ValueError(f"--max-length={options.max_length} is above the maximum sequence length "
                          f"of model {options.model!r}: {limit} tokens ({where}); pass "
                          f"--max-length {limit} or less")
+
+
+def check_mixed_precision(options: FinetuneOptions, device: torch.device) -> None:
+    """fp16 on a CPU-only run is refused (call before the ``Accelerator`` is made)."""
+    if options.mixed_precision == "fp16" and torch.device(device).type == "cpu":
+        raise ValueError("--mixed-precision fp16 needs a GPU; this run is on the CPU, where "
+                         "Accelerate would silently train in float32: pass --mixed-precision bf16 "
+                         "(CPU autocast) or --mixed-precision no")
 
 
 def check_loss(loss: torch.Tensor, step: int, epoch: int, options: FinetuneOptions) -> None:

@@ -62,7 +62,7 @@ from torch import nn
 
 from ..data import TaskSpec, compute_metrics
 from . import state as st
-from .checks import check_before_training, check_loss
+from .checks import check_before_training, check_loss, check_mixed_precision
 from .data import load_data, make_loaders
 from .methods import (
     BuiltModel,
@@ -283,7 +283,9 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     options.validate()
     if not options.output_dir:
         options.output_dir = str(default_output_dir(options))
-    is_main = PartialState().is_main_process
+    state = PartialState()
+    check_mixed_precision(options, state.device)  # before any Accelerator exists
+    is_main = state.is_main_process
     with run_lock(options.output_dir, is_main):
         if is_main and Path(options.output_dir).is_dir():
             removed = st.clean_run_temps(Path(options.output_dir))
