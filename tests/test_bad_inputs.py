@@ -41,13 +41,22 @@ from idcompress.checkpoint.integrity import (
     IntegrityNotice,
     checkpoint_digest,
 )
-from idcompress.cli.main import main
+from idcompress.cli.errors import OFFLINE_ENV
+from idcompress.cli.main import main as _main
 from idcompress.models.loading import load_base_model
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "v1"
 LABELS = ["negative", "positive"]
 WORDS = ["a fine film", "dull and slow", "great fun", "an awful mess", "lovely", "boring"]
+
+
+def main(argv: list) -> int:
+    """The CLI in-process; argparse's own errors (``SystemExit(2)``) as an exit status too."""
+    try:
+        return _main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
 
 
 # ----------------------------------------------------------------------------------- fixtures
@@ -497,6 +506,8 @@ def _(w, tmp, mp):
 
 @case("checkpoint hub id offline")
 def _(w, tmp, mp):
+    for k in OFFLINE_ENV:  # --offline sets them: restore them after the test
+        mp.setenv(k, os.environ.get(k, ""))
     return ["--offline", "info", "owner/absent-ckpt"], ["owner/absent-ckpt", "hub cache"], tmp
 
 
@@ -598,9 +609,9 @@ def test_a_bug_keeps_its_traceback_and_debug_shows_every_one(world, tmp_path, mo
 
     monkeypatch.setattr(loop, "train", boom)
     with pytest.raises(KeyError, match="a bug"):
-        main(finetune_args(world, tmp_path / "out"))
+        _main(finetune_args(world, tmp_path / "out"))
     with pytest.raises(ValueError, match="--lr=inf"):
-        main(["--debug", *finetune_args(world, tmp_path / "out", "--lr", "inf")])
+        _main(["--debug", *finetune_args(world, tmp_path / "out", "--lr", "inf")])
 
 
 # -------------------------------------------------------------------------------- the lock
@@ -878,7 +889,7 @@ def test_empty_texts_are_dropped_and_counted(tmp_path, capsys):
 
 
 def test_offline_flag_is_respected(monkeypatch, tmp_path, capsys):
-    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "IDCOMPRESS_OFFLINE"):
+    for k in OFFLINE_ENV:
         monkeypatch.setenv(k, "0")  # restored after the test
     import huggingface_hub.constants as constants
 

@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if offline:
         set_offline()
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse: bad flag (usage printed, status 2), --help, --version
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    args = parser.parse_args(argv)  # a bad flag: usage + one error line, SystemExit(2)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
