@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
 from idcompress.checkpoint import load_checkpoint_files
+from idcompress.checkpoint.integrity import checkpoint_digest
 from idcompress.models.loading import load_base_model
 
 
@@ -112,11 +113,21 @@ def _expect_refusal(path, match, **kw):
     assert _snapshot(path.parent) == before  # nothing written or changed on disk
 
 
+def _reseal(ckpt):
+    """Record the digest of the edited files, as a buggy or hostile writer would: the checks
+    below the integrity digest must hold on their own."""
+    p = ckpt / "adapter_config.json"
+    cfg = json.loads(p.read_text())
+    cfg["digest"] = checkpoint_digest(cfg, load_file(ckpt / "adapter_model.safetensors"))
+    p.write_text(json.dumps(cfg))
+
+
 def _edit_config(ckpt, **changes):
     p = ckpt / "adapter_config.json"
     cfg = json.loads(p.read_text())
     cfg.update(changes)
     p.write_text(json.dumps(cfg))
+    _reseal(ckpt)
 
 
 def _edit_tensors(ckpt, fn):
@@ -124,6 +135,7 @@ def _edit_tensors(ckpt, fn):
     tensors = load_file(p)
     fn(tensors)
     save_file(tensors, p)
+    _reseal(ckpt)
 
 
 def test_missing_files(base_dir, tmp_path):
@@ -246,7 +258,7 @@ def test_overwrite_rules_and_atomic_save(base_dir, tmp_path, monkeypatch):
     def crash(*a, **k):
         raise KeyboardInterrupt("power cut")
 
-    monkeypatch.setattr(fmt, "save_file", crash)
+    monkeypatch.setattr(fmt, "safetensors_bytes", crash)  # the bytes of the safetensors file
     before = _snapshot(tmp_path)
     for path, single in ((tmp_path / "fresh", False), (tmp_path / "one.idc.safetensors", True), (target, False)):
         with pytest.raises(KeyboardInterrupt):

@@ -1,7 +1,7 @@
 """Writing and reading the checkpoint files (``docs/design.md``, "The checkpoint").
 
-This module knows files, not models: it writes a config dict and the vectors, and reads them
-back validated; :mod:`idcompress.tuners` builds the model from what it returns.
+This module knows files, not models: it writes a config (a JSON object) and the vectors, and
+reads them back validated; :mod:`idcompress.tuners` builds the model from what it returns.
 
 Directory form (PEFT's layout): ``adapter_config.json`` (every ``IntrinsicConfig`` field) and
 ``adapter_model.safetensors`` (``theta_d`` and, for SAID, ``said_lambda``, in ``vector_dtype``;
@@ -9,9 +9,16 @@ the layout's tensor names, zlib-compressed, in the safetensors metadata so a mis
 can be diagnosed by name). Single-file form: ``*.idc.safetensors`` with the same tensors and the
 config as JSON under the metadata key ``idcompress_config``.
 
-Writes are atomic: everything goes to a temporary sibling that is renamed into place. Reads
-never unpickle: only JSON and safetensors are parsed, and every field is checked before any
-model is built.
+Writes are atomic: everything goes to a temporary sibling that is renamed into place; an
+existing checkpoint is replaced so that a loadable one is at the path at every instant
+(:mod:`.atomic`). Reads never unpickle: only JSON and safetensors are parsed, and every field is
+checked before any model is built.
+
+Integrity (v2, :mod:`.integrity`): the config records ``digest``, a SHA-256 over the canonical
+config and the tensors; the reader recomputes it and refuses a mismatch (unless
+``allow_integrity_mismatch``), refuses non-finite vectors and inconsistent configs, and loads a
+checkpoint without digest (the first format) with a one-line notice. The files are
+byte-reproducible: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -20,16 +27,30 @@ import base64
 import json
 import os
 import shutil
-import tempfile
+import types
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..projection.rng import RNG_NAME, RNG_VERSION
+from .atomic import (
+    clean_stale_temps,
+    recover_interrupted,
+    replace_path,
+    temp_sibling,
+    write_bytes_synced,
+)
+from .integrity import (
+    DIGEST_FIELD,
+    check_consistency,
+    checkpoint_digest,
+    mismatch_allowed,
+    safetensors_bytes,
+    verify_digest,
+)
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -42,7 +63,8 @@ _SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 @dataclass
 class CheckpointFiles:
-    """What a checkpoint holds, validated: the config (a JSON object), the vectors (float32), the layout names."""
+    """What a checkpoint holds, validated: the config (a JSON object), the vectors (float32), the
+    layout names."""
 
     config: dict
     theta_d: torch.Tensor
@@ -97,14 +119,17 @@ def _normal_permissions(path: Path) -> None:
 
 
 def _replace(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` onto ``path``; an existing target is moved aside first and removed after."""
-    if path.is_dir():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    """Move ``tmp`` onto ``path``; a loadable checkpoint stays at ``path`` throughout (.atomic)."""
+    replace_path(tmp, path)
+
+
+def with_digest(config: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    """``config`` with its integrity ``digest`` over itself and ``tensors`` (:mod:`.integrity`)."""
+    data = {k: v for k, v in config.items() if k != DIGEST_FIELD}
+    data[DIGEST_FIELD] = checkpoint_digest(data, tensors)
+    if checkpoint_digest(json.loads(json.dumps(data)), tensors) != data[DIGEST_FIELD]:  # pragma: no cover
+        raise RuntimeError("the checkpoint config does not survive a JSON round trip")
+    return data
 
 
 def write_checkpoint(
@@ -114,39 +139,42 @@ def write_checkpoint(
     layout_names: list[str],
     single_file: bool = False,
     overwrite: bool = False,
-) -> Path:
-    """Write a checkpoint to ``path`` (a directory, or ``*.idc.safetensors``); atomic.
+) -> dict:
+    """Write a checkpoint to ``path`` (a directory, or ``*.idc.safetensors``); atomic, byte-reproducible.
 
-    ``config``: the JSON object of ``adapter_config.json``; ``tensors``: from :func:`vector_tensors`;
-    ``layout_names``: the tuned tensors' names, stored zlib'd in the safetensors metadata.
+    ``config``: the JSON object of ``adapter_config.json`` (its ``digest`` is recomputed);
+    ``tensors``: from :func:`vector_tensors`; ``layout_names``: the tuned tensors' names, stored
+    zlib'd in the safetensors metadata. Returns the config as written (with its digest).
     """
     path = Path(path)
     if single_file and not path.name.endswith(SINGLE_FILE_SUFFIX):
         raise ValueError(f"a single-file checkpoint must be named *{SINGLE_FILE_SUFFIX}, got {path.name!r}")
+    recover_interrupted(path)  # an earlier overwrite killed half-way
     _check_target(path, overwrite)
     meta = {"format": "pt", LAYOUT_METADATA_KEY: _encode_layout(layout_names)}
+    config = with_digest(config, tensors)
     config_json = json.dumps(config, indent=2, sort_keys=True)
+    clean_stale_temps(path)
     if single_file:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = temp_sibling(path, directory=False)
         try:
-            save_file(tensors, tmp, metadata={**meta, CONFIG_METADATA_KEY: config_json})
-            _normal_permissions(Path(tmp))
-            _replace(Path(tmp), path)
+            write_bytes_synced(tmp, safetensors_bytes(tensors, {**meta, CONFIG_METADATA_KEY: config_json}))
+            _normal_permissions(tmp)
+            _replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
-        return path
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        return config
+    tmp = temp_sibling(path, directory=True)
     try:
-        (tmp / CONFIG_NAME).write_text(config_json + "\n")
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
+        write_bytes_synced(tmp / CONFIG_NAME, (config_json + "\n").encode())
+        write_bytes_synced(tmp / WEIGHTS_NAME, safetensors_bytes(tensors, meta))
         _normal_permissions(tmp)
         _replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return path
+    return config
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,17 +229,19 @@ def check_rng(rng: str, source: str) -> None:
 def check_vectors(config: dict, tensors: dict, dtypes: dict, source: str):
     """``(theta_d, said_lambda or None)`` as float32, checked against ``config``'s d, projection,
     num_tensors and vector_dtype; ``dtypes``: the safetensors dtype names (``"F32"``, …)."""
-    is_said = config.get("projection") == "said"
-    d, m, vector_dtype = config.get("d"), config.get("num_tensors"), config.get("vector_dtype", "float32")
+    cfg = types.SimpleNamespace(is_said=config.get("projection") == "said", d=config.get("d"),
+                                num_tensors=config.get("num_tensors"), projection=config.get("projection"),
+                                vector_dtype=config.get("vector_dtype", "float32"))
     if "theta_d" not in tensors:
         raise ValueError(f"{source}: no tensor 'theta_d' (found {sorted(tensors)})")
-    wanted = {"theta_d"} | ({"said_lambda"} if is_said else set())
+    wanted = {"theta_d"} | ({"said_lambda"} if cfg.is_said else set())
     extra = set(tensors) - wanted
     if extra:
-        raise ValueError(f"{source}: unexpected tensors {sorted(extra)} for projection={config.get('projection')!r}")
-    if is_said and "said_lambda" not in tensors:
+        raise ValueError(f"{source}: unexpected tensors {sorted(extra)} for projection={cfg.projection!r}")
+    if cfg.is_said and "said_lambda" not in tensors:
         raise ValueError(f"{source}: projection='said' needs a tensor 'said_lambda'")
-    expected = {"theta_d": d - m if is_said and m and isinstance(d, int) else d, "said_lambda": m}
+    m = cfg.num_tensors
+    expected = {"theta_d": cfg.d - m if cfg.is_said and m and isinstance(cfg.d, int) else cfg.d, "said_lambda": m}
     out = {}
     for k in sorted(wanted):
         t = tensors[k]
@@ -219,14 +249,14 @@ def check_vectors(config: dict, tensors: dict, dtypes: dict, source: str):
         if raw is None:
             raise ValueError(
                 f"{source}: tensor {k!r} has dtype {dtypes[k]}; checkpoints store float32, float16 or "
-                f"bfloat16 (vector_dtype={vector_dtype!r})"
+                f"bfloat16 (vector_dtype={cfg.vector_dtype!r})"
             )
-        if raw != vector_dtype:
-            raise ValueError(f"{source}: tensor {k!r} is {raw} but vector_dtype={vector_dtype!r}")
+        if raw != cfg.vector_dtype:
+            raise ValueError(f"{source}: tensor {k!r} is {raw} but vector_dtype={cfg.vector_dtype!r}")
         if t.dim() != 1 or (expected[k] is not None and t.numel() != expected[k]):
             raise ValueError(
-                f"{source}: tensor {k!r} has shape {tuple(t.shape)}, expected ({expected[k]},) from d={d}"
-                + (f", m={m}" if is_said else "")
+                f"{source}: tensor {k!r} has shape {tuple(t.shape)}, expected ({expected[k]},) from d={cfg.d}"
+                + (f", m={m}" if cfg.is_said else "")
             )
         if not torch.isfinite(t).all():
             bad = int((~torch.isfinite(t)).sum())
@@ -235,11 +265,20 @@ def check_vectors(config: dict, tensors: dict, dtypes: dict, source: str):
     return out["theta_d"], out.get("said_lambda")
 
 
-def load_checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
-    """Read and validate a checkpoint directory or ``*.idc.safetensors`` file (no model built)."""
+def load_checkpoint_files(path: str | os.PathLike,
+                          allow_integrity_mismatch: bool | None = None) -> CheckpointFiles:
+    """Read and validate a checkpoint directory or ``*.idc.safetensors`` file (no model built).
+
+    ``allow_integrity_mismatch``: load a checkpoint whose digest does not match, with a loud
+    warning (``None``: as :func:`.integrity.allow_integrity_mismatch` set it, else refuse).
+    """
+    from ..pathcheck import describe_missing
+
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        recover_interrupted(path)  # an overwrite killed between its two renames
+    if not path.exists():
+        raise FileNotFoundError(describe_missing(path, "no checkpoint at"))
     if path.is_dir():
         cfg_path, w_path = path / CONFIG_NAME, path / WEIGHTS_NAME
         if not cfg_path.exists():
@@ -259,6 +298,16 @@ def load_checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
             raise ValueError(f"{path}: metadata '{CONFIG_METADATA_KEY}' is not valid JSON ({e})") from None
         source = str(path)
         w_path = path
+    # --- integrity (v2): the digest first, so a damaged file is named as such --------------------
+    digest_source = source if w_path == path else f"{cfg_path} + {WEIGHTS_NAME}"
+    verify_digest(data, tensors, digest_source, mismatch_allowed(allow_integrity_mismatch))
+    if meta.get("format", "pt") != "pt":
+        raise ValueError(f"{w_path}: metadata 'format'={meta['format']!r} is not 'pt'")
+    unknown = sorted(set(meta) - {"format", LAYOUT_METADATA_KEY, CONFIG_METADATA_KEY})
+    if unknown:
+        raise ValueError(f"{w_path}: unexpected safetensors metadata {unknown} (damaged, or not "
+                         "written by idcompress)")
+    # --- end integrity ----------------------------------------------------------------------------
     if data.get("peft_type", "INTRINSIC") != "INTRINSIC":
         raise ValueError(f"{source}: peft_type={data.get('peft_type')!r} is not an idcompress checkpoint")
     for field in ("d", "D", "num_tensors", "layout_digest"):
@@ -266,10 +315,12 @@ def load_checkpoint_files(path: str | os.PathLike) -> CheckpointFiles:
             raise ValueError(f"{source}: missing field {field!r}")
     check_rng(data.get("rng", ""), source)
     theta, lam = check_vectors(data, tensors, dtypes, str(w_path))
+    check_consistency(types.SimpleNamespace(**{k: data.get(k) for k in ("base_fingerprint", "label_names", "num_labels")}),
+                      source)  # num_labels vs label_names, fingerprint present
     names = None
     if LAYOUT_METADATA_KEY in meta:
         try:
             names = _decode_layout(meta[LAYOUT_METADATA_KEY])
-        except (ValueError, zlib.error):
-            names = None
-    return CheckpointFiles(data, theta, lam, names, source)
+        except (ValueError, zlib.error) as e:
+            raise ValueError(f"{w_path}: metadata '{LAYOUT_METADATA_KEY}' is corrupt ({e})") from None
+    return CheckpointFiles(data, theta, lam, names, str(path))

@@ -1,9 +1,14 @@
 """Sharing checkpoints through the Hugging Face Hub (``huggingface_hub``).
 
 ``resolve_checkpoint`` turns a local path or a hub repo id (+ revision) into a local path: a
-local directory or file wins; otherwise the repo is fetched with ``snapshot_download`` (only
-the checkpoint files; from the cache alone when ``HF_HUB_OFFLINE=1``). Hub failures become
-``FileNotFoundError``/``ValueError`` naming the path or repo. ``push_to_hub`` validates the repo
+local directory or file wins; a string that looks like a local path
+(:func:`idcompress.pathcheck.looks_like_local_path`: starts with ``.``, ``/``, ``~``, has a
+file suffix, or its first component exists here) is never sent to the hub, and its error says
+why it is missing (symlink loop, dangling link, missing component); otherwise the repo is
+fetched with ``snapshot_download`` (only the checkpoint files; from the cache alone when
+``HF_HUB_OFFLINE=1`` / ``--offline``). Hub failures become ``FileNotFoundError``/``ValueError``
+naming the path or repo. A folder holding both checkpoint forms uses the directory form and
+says so. ``push_to_hub`` validates the repo
 id, saves to a temporary directory and uploads it.
 """
 
@@ -11,8 +16,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
+from ..pathcheck import describe_missing, looks_like_local_path
+from .atomic import recover_interrupted
 from .format import CONFIG_NAME, SINGLE_FILE_SUFFIX, WEIGHTS_NAME
 
 CHECKPOINT_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, f"*{SINGLE_FILE_SUFFIX}"]
@@ -20,9 +28,14 @@ CHECKPOINT_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, f"*{SINGLE_FILE_SUFFIX}"]
 
 def checkpoint_in_folder(folder: Path) -> Path:
     """A folder holding a directory checkpoint, or exactly one ``*.idc.safetensors``."""
-    if (folder / CONFIG_NAME).exists():
-        return folder
     singles = sorted(folder.glob(f"*{SINGLE_FILE_SUFFIX}"))
+    if (folder / CONFIG_NAME).exists():
+        if singles:
+            warnings.warn(f"{folder} holds both checkpoint forms: using the directory form "
+                          f"({CONFIG_NAME} + {WEIGHTS_NAME}) and ignoring "
+                          f"{', '.join(s.name for s in singles)} (pass that file's path to use it)",
+                          stacklevel=2)
+        return folder
     if len(singles) == 1:
         return singles[0]
     if len(singles) > 1:
@@ -44,11 +57,14 @@ def _check_repo_id(repo_id: str, what: str, need_owner: bool = True) -> None:
 
 def resolve_checkpoint(path_or_id: str | os.PathLike, revision: str | None = None, cache_dir=None) -> Path:
     """Local path of a checkpoint given a path or a hub repo id ``owner/name``."""
-    p = Path(path_or_id)
-    if p.exists():
+    p = Path(path_or_id).expanduser()
+    if p.exists() or recover_interrupted(p):
         return p
     repo_id = str(path_or_id)
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")) or repo_id.endswith(SINGLE_FILE_SUFFIX):
+    if looks_like_local_path(repo_id) or os.path.lexists(p):
+        raise FileNotFoundError(describe_missing(repo_id, "no checkpoint at") + ": not a local "
+                                "path, nor a hub repo id 'owner/name' (so not looked up on the hub)")
+    if repo_id.count("/") != 1:
         raise FileNotFoundError(f"no checkpoint at {repo_id} (not a local path, nor a hub repo id 'owner/name')")
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (

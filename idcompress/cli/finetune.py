@@ -17,7 +17,6 @@ comes from seeded generators of its own.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..training.lm_options import REPORT_TO, VECTOR_DTYPES
@@ -56,7 +55,8 @@ the YAML file of --config (keys = flag names with underscores), explicit flags.
 Writes <output-dir>/metrics.jsonl (one line per evaluation), metrics.json (final summary),
 checkpoint/ and, with --save-every, state/ (for --resume); language models also
 samples.jsonl (greedy generations after each evaluation); --logging-steps train_log.jsonl;
---report-to tensorboard event files under idcompress/.
+--report-to tensorboard event files under idcompress/. The folder is locked while the run
+lasts; one that already holds a run needs --resume (continue it) or --overwrite (replace it).
 """
 
 
@@ -148,6 +148,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="save the training state every N optimizer steps (for --resume)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --output-dir from its newest saved state")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start anew in an --output-dir that already holds a run: its options, "
+                   "metrics and state are removed once every input is checked, its checkpoint "
+                   "is replaced at the end")
     g.add_argument("--stop-after-steps", type=int, metavar="N",
                    help="stop after N optimizer steps as if interrupted (state saved; the "
                    "schedule still spans --epochs); continue with --resume")
@@ -173,7 +177,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace):
     """Merge defaults, demo preset, YAML and explicit flags into ``FinetuneOptions``."""
     from ..training.options import load_yaml_options
-    from ..training.state import OPTIONS_FILE
+    from ..training.state import OPTIONS_FILE, load_saved_options
 
     explicit = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
     if explicit.get("text_columns"):
@@ -187,12 +191,17 @@ def options_from_args(args: argparse.Namespace):
         saved_path = Path(out) / OPTIONS_FILE
         if not saved_path.is_file():
             raise ValueError(f"--resume: {str(saved_path)!r} not found; is {out!r} a run folder?")
-        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        saved = load_saved_options(saved_path)
         saved["stop_after_steps"] = None  # a simulated interruption is not inherited
+        saved["overwrite"] = False
         # the saved options are the base; flags that change the trajectory are refused later
         from ..training.options import FinetuneOptions
 
-        return FinetuneOptions(**{**saved, **yaml_values, **explicit})
+        try:
+            return FinetuneOptions(**{**saved, **yaml_values, **explicit})
+        except TypeError as e:  # a value of the wrong type in an edited options.json
+            raise ValueError(f"--resume: options file {str(saved_path)!r} holds a value of the "
+                             f"wrong type ({e})") from None
     return merge_options(explicit, yaml_values)
 
 

@@ -22,8 +22,12 @@ from typing import Any
 BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
 
 
-def checkpoint_info(path_or_id: str, revision: str | None = None) -> dict[str, Any]:
-    """Everything ``info`` reports about a checkpoint (directory, ``*.idc.safetensors`` or hub id)."""
+def checkpoint_info(path_or_id: str, revision: str | None = None, force: bool = False
+                    ) -> dict[str, Any]:
+    """Everything ``info`` reports about a checkpoint (directory, ``*.idc.safetensors`` or hub id).
+
+    Its integrity digest is verified (``force``: a mismatch warns instead of failing).
+    """
     from ..checkpoint.format import CONFIG_NAME, WEIGHTS_NAME
     from ..checkpoint.hub import checkpoint_in_folder, resolve_checkpoint
     from ..tuners.loading import read_config
@@ -31,7 +35,7 @@ def checkpoint_info(path_or_id: str, revision: str | None = None) -> dict[str, A
     path = resolve_checkpoint(path_or_id, revision=revision)
     if path.is_dir():
         path = checkpoint_in_folder(path)
-    cfg, files = read_config(path)
+    cfg, files = read_config(path, allow_integrity_mismatch=force)
     own = [path / CONFIG_NAME, path / WEIGHTS_NAME] if path.is_dir() else [path]
     ckpt_bytes = sum(f.stat().st_size for f in own)
     n_theta = files.theta_d.numel()
@@ -53,6 +57,7 @@ def checkpoint_info(path_or_id: str, revision: str | None = None) -> dict[str, A
         "base_model": cfg.base_model_name_or_path,
         "revision": cfg.revision,
         "base_fingerprint": cfg.base_fingerprint,
+        "digest": cfg.digest,
         "task_type": cfg.task_type,
         "num_labels": cfg.num_labels,
         "label_names": cfg.label_names,
@@ -89,6 +94,8 @@ def format_info(info: dict[str, Any]) -> str:
         ("projection", f"{info['projection']}  d={info['d']:,}{split}  seed={info['seed']}  rng={info['rng']}"),
         ("base", f"{info['base_model'] or '-'} (revision: {info['revision'] or '-'})"),
         ("fingerprint", info["base_fingerprint"] or "-"),
+        ("integrity", f"{info['digest']} (verified)" if info.get("digest")
+         else "no digest (previous format): not verified"),
         ("task", f"{info['task_type'] or '-'}; {info['num_labels'] or '-'} labels: {labels}"),
         ("layout", f"D={info['D']:,} in {info['num_tensors']:,} tensors{patterns}"),
         ("vector", f"{info['vector_dtype']}: {info['stored_numbers']:,} numbers x {info['bits_per_number']} bits"
@@ -104,12 +111,14 @@ def format_info(info: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = checkpoint_info(args.checkpoint, revision=args.revision)
+    info = checkpoint_info(args.checkpoint, revision=args.revision, force=args.force)
     if args.base is not None:
+        from ..checkpoint.integrity import allow_integrity_mismatch
         from ..tuners import IntrinsicModel
 
         # builds the model on that base: a layout or fingerprint mismatch is refused with both values
-        IntrinsicModel.from_pretrained(args.checkpoint, base_model=args.base, revision=args.revision)
+        with allow_integrity_mismatch(args.force):
+            IntrinsicModel.from_pretrained(args.checkpoint, base_model=args.base, revision=args.revision)
         info["base_checked"] = f"{args.base} (layout and fingerprint match)"
     sys.stdout.write((json.dumps(info, indent=2) if args.json else format_info(info)) + "\n")
     return 0
@@ -126,6 +135,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="checkpoint directory, *.idc.safetensors file, or hub repo id owner/name")
     p.add_argument("--revision", help="hub revision (branch, tag or commit) of a repo id")
     p.add_argument("--json", action="store_true", help="print the same as one JSON object")
+    p.add_argument("--force", action="store_true",
+                   help="show a checkpoint that fails its integrity check (warns)")
     p.add_argument("--base", metavar="PATH_OR_ID", default=None,
                    help="also load this base model (folder, hub id or short name) and check that the "
                         "checkpoint's layout and fingerprint match it")

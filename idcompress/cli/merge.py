@@ -10,7 +10,8 @@ BatchNorm statistics included) + a ``config.json`` naming the architecture, labe
 preprocessing (:mod:`idcompress.models.saved`); ``idcompress.models.loading.load_base_model(DIR)``
 loads it back. The folder is written to a temporary sibling and renamed into place; a
 non-empty ``--out`` is refused unless ``--overwrite``. ``--force`` loads onto a base whose
-fingerprint differs from the checkpoint's, with a warning on stderr.
+fingerprint differs from the checkpoint's, or a checkpoint that fails its integrity check,
+with a warning on stderr.
 """
 
 from __future__ import annotations
@@ -58,17 +59,20 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
                      revision: str | None = None, base: str | None = None) -> dict:
     """Merge ``checkpoint`` into its base and write a transformers folder at ``out`` (atomic)."""
     from ..checkpoint.format import _normal_permissions, _replace
+    from ..checkpoint.integrity import allow_integrity_mismatch
     from ..models import packaged_folder, resolve_model_name
     from ..tuners.model import IntrinsicModel
+    from .checkpoints import check_checkpoint_and_base
 
     out = Path(out).expanduser()
     _check_out(out, overwrite)
-    with warnings.catch_warnings(record=True) as caught:
+    check_checkpoint_and_base(checkpoint, revision, force, base=base)  # files and base, before loading
+    with warnings.catch_warnings(record=True) as caught, allow_integrity_mismatch(force):
         warnings.simplefilter("always")
         model = IntrinsicModel.from_pretrained(checkpoint, base_model=base, revision=revision,
                                                allow_fingerprint_mismatch=force)
     for w in caught:
-        if "DIFFERENT BASE" in str(w.message):
+        if "DIFFERENT BASE" in str(w.message) or "FAILED ITS INTEGRITY CHECK" in str(w.message):
             print(f"idcompress merge: WARNING: {w.message}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -136,7 +140,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must be empty or absent)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--force", action="store_true",
-                   help="load even if the base's fingerprint differs from the checkpoint's (warns)")
+                   help="load even if the base's fingerprint differs from the checkpoint's, or "
+                   "the checkpoint fails its integrity check (warns)")
     p.add_argument("--revision", help="hub revision of a repo-id checkpoint")
     p.add_argument("--base", metavar="PATH_OR_ID", default=None,
                    help="base model (local folder, hub id or packaged short name) to use instead of the "

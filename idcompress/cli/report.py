@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="inputs per forward (default: %(default)s)")
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint>-geometry)")
     p.add_argument("--measure-results", default=None, help="results.json of `idcompress measure`, to state d90")
-    p.add_argument("--force", action="store_true", help="load even if the base fingerprint differs")
+    p.add_argument("--force", action="store_true", help="load even if the base fingerprint differs "
+                   "or the checkpoint fails its integrity check (warns)")
     p.add_argument("--base", metavar="PATH_OR_ID", default=None,
                    help="base model (local folder, hub id or packaged short name) to use instead of the "
                         "one the checkpoint records; its fingerprint is still checked")
@@ -39,8 +40,6 @@ def _bytes(path: Path) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
     from ..geometry import format_table
     from ..geometry.pipeline import (
         checkpoint_facts,
@@ -48,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         intrinsic_report,
         texts_for_task,
     )
-    from ..models import packaged_folder, resolve_model_name
+    from ..models import packaged_folder
+    from ..models.loading import load_tokenizer
     from ..tuners import IntrinsicModel
 
     if args.n < 2:
@@ -57,11 +57,16 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.name.removesuffix(".idc.safetensors") + "-geometry")
     d90 = d90_from_results(args.measure_results) if args.measure_results else None
-    model = IntrinsicModel.from_pretrained(args.checkpoint, base_model=args.base,
-                                           allow_fingerprint_mismatch=args.force)
+    from ..checkpoint.integrity import allow_integrity_mismatch
+    from .checkpoints import check_checkpoint_and_base
+
+    check_checkpoint_and_base(args.checkpoint, force=args.force, base=args.base)  # before loading
+    with allow_integrity_mismatch(args.force):
+        model = IntrinsicModel.from_pretrained(args.checkpoint, base_model=args.base,
+                                               allow_fingerprint_mismatch=args.force)
     cfg = model.intrinsic_config
     name = args.base or cfg.base_model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(packaged_folder(name) or resolve_model_name(name))
+    tokenizer = load_tokenizer(packaged_folder(name) or name)
     data_kwargs = {}
     if args.validation_file:
         # only the eval split is read; the file stands in for the train split the loader expects

@@ -70,7 +70,17 @@ def verify_sha256(data: bytes, expected: str, what: str) -> None:
 
 
 def download_sdist(dest: Path) -> Path:
-    """``pip download`` the vaderSentiment sdist into ``dest``; return the archive path."""
+    """``pip download`` the vaderSentiment sdist into ``dest``; return the archive path.
+
+    Under ``idcompress --offline`` (``IDCOMPRESS_OFFLINE=1``) nothing is downloaded. (Not under
+    ``HF_HUB_OFFLINE`` alone: that one is about the Hugging Face Hub, and pip fetches from PyPI.)
+    """
+    from ..errors import UserError
+
+    if os.environ.get("IDCOMPRESS_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        raise type("OfflineError", (UserError, RuntimeError), {})(
+            f"builtin/movie-sentiment is not cached yet and the run is offline (--offline): run "
+            f"once online, or set {SOURCE_ENV} to an extracted {INNER_MEMBER.split('/')[-1]}")
     print(f"idcompress: downloading the movie-review sentences for builtin/movie-sentiment: "
           f"the sdist of {SDIST_REQUIREMENT} (2.5 MB, MIT, Hutto & Gilbert 2014) with pip …",
           file=sys.stderr, flush=True)

@@ -11,7 +11,10 @@ the built-in loader (``builtin/movie-sentiment``).
 Local files may name columns differently: ``text_columns``/``label_column`` map them (in the
 order of ``spec.text_fields``); GLUE's own TSV names are recognised. Class labels may be ids
 (``0``, ``"1"``) or names from ``spec.label_names`` (``"entailment"``, case-insensitive). Rows
-with a missing text or label are dropped with a warning. Everything that would make training
+with a missing text or label are dropped with a warning, and so are rows whose text is empty
+or only whitespace (counted per file and reported: a model trained on empty inputs learns
+nothing from them, and a file half empty is usually a broken export); a split left without
+rows is refused. Everything that would make training
 fail or silently train on wrong data raises ``ValueError`` here, naming the file.
 
 ``max_train_samples``/``max_eval_samples`` keep the first N rows after
@@ -23,12 +26,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import datasets
 
+from ..errors import UserError
 from .layouts import COLUMN_ALIASES, HEADERLESS, find_split_file, resolve_data_dir
 from .readers import check_file, read_file, read_header
 from .tasks import MOVIE_SENTIMENT, TaskSpec, get_task
@@ -36,6 +41,10 @@ from .tasks import MOVIE_SENTIMENT, TaskSpec, get_task
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
+
+
+class DataSourceError(UserError, RuntimeError):
+    """A task's data could not be fetched (e.g. from the hub while offline)."""
 
 
 def load_task_data(
@@ -151,7 +160,7 @@ def _from_hub(spec: TaskSpec) -> dict[str, tuple[datasets.Dataset, str]]:
     try:
         dd = datasets.load_dataset(spec.hub_path, spec.hub_name)
     except Exception as e:
-        raise RuntimeError(
+        raise DataSourceError(
             f"task {spec.name}: datasets.load_dataset({spec.hub_path!r}, {spec.hub_name!r}) "
             f"failed ({type(e).__name__}: {e}); offline, pass data_dir or "
             "train_file/validation_file with the task's files"
@@ -306,6 +315,30 @@ def _features(spec: TaskSpec) -> datasets.Features:
     return datasets.Features(feats)
 
 
+def _drop_empty_texts(spec: TaskSpec, ds: datasets.Dataset, where: str, split: str
+                      ) -> datasets.Dataset:
+    """Drop rows whose text fields are empty or whitespace (missing ones are handled after)."""
+    fields = list(spec.text_fields)
+
+    def empty(v) -> bool:
+        return isinstance(v, str) and not v.strip()
+
+    counts = {f: sum(map(empty, ds[f])) for f in fields}
+    if not any(counts.values()):
+        return ds
+    n = len(ds)
+    ds = ds.filter(lambda b: [not any(empty(b[f][i]) for f in fields)
+                              for i in range(len(b[fields[0]]))], batched=True)
+    detail = ", ".join(f"{c} in {f!r}" for f, c in counts.items() if c)
+    if len(ds) == 0:
+        raise ValueError(f"{where}: split {split!r} has no row with a non-empty text "
+                         f"(empty: {detail})")
+    msg = (f"{where}: dropped {n - len(ds)} of {n} rows of split {split!r} with an empty text "
+           f"({detail})")
+    print(f"idcompress: {msg}", file=sys.stderr)
+    return ds
+
+
 def _prepare(spec: TaskSpec, ds: datasets.Dataset, where: str, split: str, text_map,
              limit: int | None, seed: int) -> datasets.Dataset:
     renames = _source_columns(spec, list(ds.column_names), text_map, where)
@@ -315,6 +348,7 @@ def _prepare(spec: TaskSpec, ds: datasets.Dataset, where: str, split: str, text_
     if len(ds) == 0:
         raise ValueError(f"{where}: split {split!r} has no rows")
     fields = [*spec.text_fields, spec.label_field]
+    ds = _drop_empty_texts(spec, ds, where, split)
     if any(ds.data.column(f).null_count for f in fields):
         n = len(ds)
         ds = ds.filter(lambda b: [all(b[f][i] is not None for f in fields)

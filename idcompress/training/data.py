@@ -80,11 +80,9 @@ def load_data(options: FinetuneOptions) -> TaskData:
         transform, prep = image_transform_for(options.model, options.image_size)
         spec, train, evals = load_image_splits(options)
         return TaskData(spec, train, evals, transform.collate, prep)
-    from transformers import AutoTokenizer
+    from ..models.loading import load_tokenizer
 
-    from ..models import resolve_model_name
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(options.model))
+    tokenizer = load_tokenizer(options.model)  # errors name the model, in one line
     spec, train, evals = load_splits(options, tokenizer)
     return TaskData(spec, train, evals, make_collator(tokenizer), tokenizer=tokenizer)
 

@@ -33,6 +33,12 @@ Choices made here:
   or images turned into ``pixel_values`` by the collate) and the model class differ. The loss is
   the model's own ``loss`` when its output has one; a model that returns bare logits (or an
   output without ``loss``) gets cross-entropy (MSE for regression) computed here.
+* Reliability (:mod:`.lock`, :mod:`.checks`, :mod:`.state`): the output folder is locked for
+  the run's lifetime (a second run on it is refused; a stale lock is taken over) and temporary
+  files of a killed run are removed; a folder holding a run needs ``--resume`` or
+  ``--overwrite``; fp16 on CPU and a ``--max-length`` above the model's are refused before
+  training; a non-finite loss stops the run at once without a checkpoint; a resumed state is
+  verified file by file before it is loaded.
 * BatchNorm under the intrinsic method: running statistics are buffers, outside seed + vector,
   so every layer that has them stays in eval mode during training (θ₀'s statistics, never
   updated; :func:`.methods.set_train_mode`). That is what lets the tiny checkpoint of a CNN
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,6 +63,7 @@ from torch import nn
 from ..data import TaskSpec, compute_metrics
 from . import state as st
 from . import tracking
+from .checks import check_before_training, check_loss, check_mixed_precision
 from .data import load_data, make_loaders
 from .lm import evaluate_lm, is_generative, report_keys, report_pooling, write_samples
 from .methods import (
@@ -286,7 +294,30 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     """Fine-tune as ``options`` say; write metrics, state and checkpoint under the output dir.
 
     Every check of the input (output folder, data, ``--dim``) happens before the first step.
+    The output folder is locked for the whole run (:mod:`.lock`).
     """
+    from accelerate import PartialState
+
+    from .lock import run_lock
+
+    options.validate()
+    if not options.output_dir:
+        options.output_dir = str(default_output_dir(options))
+    state = PartialState()
+    check_mixed_precision(options, state.device)  # before any Accelerator exists
+    is_main = state.is_main_process
+    with run_lock(options.output_dir, is_main):
+        if is_main and Path(options.output_dir).is_dir():
+            removed = st.clean_run_temps(Path(options.output_dir))
+            if removed:
+                print(f"idcompress: removed {len(removed)} temporary file(s) left by an "
+                      f"interrupted run in {options.output_dir}: "
+                      + ", ".join(p.name for p in removed[:5]) + (" …" if len(removed) > 5 else ""))
+        return _train(options, progress)
+
+
+def _train(options: FinetuneOptions, progress: bool = True) -> RunResult:
+    """The body of :func:`train`, run under the output folder's lock."""
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
@@ -307,7 +338,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     is_main = accelerator.is_main_process
     accelerator.print(f"processes: {accelerator.num_processes} (world size; device {accelerator.device}, "
                       f"batch {options.batch_size} per process)")
-    st.check_output_dir(out_dir, options.resume)
+    st.check_output_dir(out_dir, options.resume, options.overwrite)
     resume_from = None
     if options.resume:
         resume_from = st.latest_state(out_dir)
@@ -316,8 +347,10 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
                              " (runs save it with --save-every N or when stopped early)")
         if not (out_dir / st.OPTIONS_FILE).is_file():
             raise ValueError(f"--resume: {str(out_dir / st.OPTIONS_FILE)!r} not found")
-        saved = json.loads((out_dir / st.OPTIONS_FILE).read_text(encoding="utf-8"))
+        saved = st.load_saved_options(out_dir / st.OPTIONS_FILE)
         st.check_resumable(saved, options.to_dict(), out_dir)
+        st.verify_state(resume_from)  # every file, before anything is loaded
+    check_before_training(options, accelerator.device)
     accelerator.wait_for_everyone()
 
     with accelerator.main_process_first():
@@ -330,6 +363,8 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
                        base_params=built.base_params,
                        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
     if is_main and not options.resume:
+        if options.overwrite:
+            st.clear_previous_run(out_dir)  # every input checked: the old run goes now
         st.write_json_atomic(out_dir / st.OPTIONS_FILE, options.to_dict())
 
     train_dl, eval_dls, sampler = make_loaders(data.train, data.evals, data.collate,
@@ -348,15 +383,21 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
 
     run = _Run()
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        try:
+            accelerator.load_state(str(resume_from))
+        except (OSError, EOFError, pickle.UnpicklingError) as e:
+            raise ValueError(f"--resume: the saved state in {str(resume_from)!r} does not load: "
+                             f"{type(e).__name__}: {e}") from None
         run.load_json(st.read_trainer_state(resume_from))
+        if is_main:  # an evaluation logged after this state was saved is logged again below
+            st.rewrite_history(out_dir / st.METRICS_LOG, run.history)
         if (resume_from / st.BEST_SNAPSHOT).is_file():
             from safetensors.torch import load_file
 
             run.best_snapshot = load_file(str(resume_from / st.BEST_SNAPSHOT))
         accelerator.print(f"resumed from {resume_from} at step {run.global_step}")
 
-    log_path = out_dir / "metrics.jsonl"
+    log_path = out_dir / st.METRICS_LOG
     if log_with:
         accelerator.init_trackers(tracking.PROJECT_NAME,
                                   config=tracking.tracker_config(options.to_dict()))
@@ -367,12 +408,13 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         run.epoch_loss_sum = accelerator.reduce(loss_sum.clone(), "sum").item()
         run.epoch_loss_count = loss_n * n_proc
         accelerator.save_state(str(folder))
+        accelerator.wait_for_everyone()  # every process's files are in before they are listed
         if is_main:
             if run.best_snapshot is not None:
                 from safetensors.torch import save_file
 
                 save_file(run.best_snapshot, str(folder / st.BEST_SNAPSHOT))
-            st.write_json_atomic(folder / st.TRAINER_STATE, run.to_json())
+            st.write_trainer_state(folder, run.to_json())  # sizes + digests of the files
             st.prune_states(out_dir, folder)
         accelerator.wait_for_everyone()
         return folder
@@ -438,6 +480,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         for i, batch in enumerate(loader, start=skip):
             with accelerator.accumulate(model):
                 loss = compute_loss(model, batch, spec)
+                check_loss(loss, run.global_step, epoch, options)
                 accelerator.backward(loss)
                 steplog.on_batch(batch, loss)
                 if accelerator.sync_gradients and steplog.due(run.global_step + 1):
@@ -517,7 +560,7 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         result.score_float32 = result.score
         result.score = expected[spec.eval_splits[0]][spec.main_metric]
         result.metrics = {s: expected[s] for s in spec.eval_splits}
-    ckpt = out_dir / "checkpoint"
+    ckpt = out_dir / st.CHECKPOINT_DIR
     if is_main:
         ckpt = save_model(unwrapped, built.method, ckpt, built.module_folder, data.tokenizer)
     accelerator.wait_for_everyone()

@@ -103,6 +103,7 @@ class FinetuneOptions:
     logging_steps: int | None = None
     vector_dtype: str = "float32"
     push_to_hub: str | None = None
+    overwrite: bool = False  # start anew in an --output-dir that holds a run (replaces it)
 
     def __post_init__(self) -> None:
         if isinstance(self.validation_file, str):
@@ -130,12 +131,7 @@ class FinetuneOptions:
                 raise ValueError(f"{_flag(name)}={v} must be a positive integer")
         if self.max_length < 2:
             raise ValueError(f"--max-length={self.max_length} must be at least 2 tokens")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"--lr={self.lr} must be positive")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"--warmup-ratio={self.warmup_ratio} must be in [0, 1)")
-        if self.weight_decay < 0:
-            raise ValueError(f"--weight-decay={self.weight_decay} must be >= 0")
+        _check_numbers(self)
         if self.seed < 0:
             raise ValueError(f"--seed={self.seed} must be a non-negative integer")
         if (self.train_file is None) != (self.validation_file is None):
@@ -147,6 +143,9 @@ class FinetuneOptions:
         from .lm_options import validate_lm_and_sharing
 
         validate_lm_and_sharing(self)
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --output-dir and --overwrite replaces "
+                             "it: pass one of them")
         self._validate_modality()
 
     @property
@@ -229,6 +228,20 @@ def default_lr(method: str, dim: int) -> float:
     return DEFAULT_LR[method]
 
 
+def _check_numbers(o: FinetuneOptions) -> None:
+    """Non-finite or out-of-range optimisation numbers, refused naming the flag and value."""
+    checks = (("lr", o.lr, "a finite number > 0", lambda v: v > 0),
+              ("weight_decay", o.weight_decay, "a finite number >= 0", lambda v: v >= 0),
+              ("warmup_ratio", o.warmup_ratio, "a finite number in [0, 1)", lambda v: 0 <= v < 1))
+    for name, v, want, ok in checks:
+        if v is None and name == "lr":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{_flag(name)}={v!r} must be {want}")
+        if not math.isfinite(v) or not ok(v):
+            raise ValueError(f"{_flag(name)}={v} must be {want}")
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -304,11 +317,14 @@ def load_yaml_options(path: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        if name not in FIELDS or name in ("resume", "stop_after_steps"):
-            known = ", ".join(sorted(n for n in FIELDS if n not in ("resume", "stop_after_steps")))
+        if name not in FIELDS or name in _FLAG_ONLY:
+            known = ", ".join(sorted(n for n in FIELDS if n not in _FLAG_ONLY))
             raise ValueError(f"--config {str(p)!r}: unknown key {key!r}; known keys: {known}")
         out[name] = coerce(name, value, f"--config {str(p)!r}")
     return out
+
+
+_FLAG_ONLY = ("resume", "stop_after_steps", "overwrite")  # per invocation, not per config
 
 
 def has_data_source(values: dict[str, Any]) -> bool:

@@ -67,6 +67,8 @@ class IntrinsicConfig(PeftConfig):
     base_fingerprint: str | None = field(default=None, kw_only=True)
     rng: str = field(default=RNG_ID, kw_only=True)
     idcompress_version: str = field(default=__version__, kw_only=True)
+    #: integrity digest over this config and the vectors, written at save (``checkpoint/integrity.py``)
+    digest: str | None = field(default=None, kw_only=True)
     extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
     #: run time only: load onto a base whose fingerprint differs (loudly)
     allow_fingerprint_mismatch: bool = field(default=False, kw_only=True)
@@ -128,7 +130,7 @@ class IntrinsicConfig(PeftConfig):
             if v is not None and not _positive_int(v):
                 raise ValueError(f"IntrinsicConfig.{name} must be a positive integer, got {v!r}")
         for name in ("base_model_name_or_path", "revision", "problem_type", "layout_digest",
-                     "base_fingerprint", "rng", "idcompress_version"):
+                     "base_fingerprint", "rng", "idcompress_version", "digest"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"IntrinsicConfig.{name} must be a string, got {v!r}")

@@ -21,9 +21,10 @@ from .config import IntrinsicConfig
 from .model import get_intrinsic_model, tuner_of
 
 
-def read_config(path: str | os.PathLike):
-    """``(IntrinsicConfig, CheckpointFiles)`` of a checkpoint directory or ``*.idc.safetensors`` (no model)."""
-    files = load_checkpoint_files(path)
+def read_config(path: str | os.PathLike, allow_integrity_mismatch: bool | None = None):
+    """``(IntrinsicConfig, CheckpointFiles)`` of a checkpoint directory or ``*.idc.safetensors`` (no
+    model); the integrity digest is verified (see ``load_checkpoint_files``)."""
+    files = load_checkpoint_files(path, allow_integrity_mismatch=allow_integrity_mismatch)
     cfg = IntrinsicConfig.from_dict(files.config, source=files.source)
     cfg._source = files.source
     cfg._layout_names = files.layout_names
@@ -47,6 +48,7 @@ def load_tuned(
     device=None,
     cache_dir=None,
     is_trainable: bool = True,
+    allow_integrity_mismatch: bool | None = None,
     **model_kwargs,
 ):
     """See :meth:`idcompress.tuners.model.IntrinsicModel.from_pretrained`."""
@@ -55,7 +57,7 @@ def load_tuned(
     path = resolve_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir)
     if path.is_dir():
         path = checkpoint_in_folder(path)
-    cfg, files = read_config(path)
+    cfg, files = read_config(path, allow_integrity_mismatch)
     cfg.allow_fingerprint_mismatch = allow_fingerprint_mismatch
     cfg.inference_mode = not is_trainable
     if isinstance(base_model, str):

@@ -22,6 +22,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
 from ..checkpoint.fingerprint import FingerprintMismatchError, fingerprint
+from ..checkpoint.integrity import DIGEST_FIELD, checkpoint_digest, mismatch_allowed, verify_digest
 from ..checkpoint.format import (
     DTYPES,
     SINGLE_FILE_SUFFIX,
@@ -288,11 +289,14 @@ class IntrinsicModel(BaseTuner):
     @classmethod
     def _get_adapter_state_dict(cls, model, config, adapter_name, state_dict, unwanted_adapter_names):
         dtype = DTYPES[config.vector_dtype]
-        out = {}
-        for _, attr in _VECTORS:
+        out, named = {}, {}
+        for ckpt, attr in _VECTORS:
             key = cls._model_key(model, adapter_name, attr)
             if key in state_dict:
-                out[key] = state_dict[key].detach().to(dtype)
+                out[key] = named[ckpt] = state_dict[key].detach().to("cpu", dtype).contiguous()
+        # PEFT writes the config after this: record the digest of what it is about to write
+        data = {k: v for k, v in config.to_dict().items() if k != DIGEST_FIELD}
+        config.digest = checkpoint_digest(data, named)
         return out
 
     @classmethod
@@ -306,6 +310,7 @@ class IntrinsicModel(BaseTuner):
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         source = f"{getattr(config, '_source', None) or 'checkpoint'} (adapter_model.safetensors)"
         dtypes = {k: _ST_DTYPES.get(v.dtype, str(v.dtype)) for k, v in state_dict.items()}
+        verify_digest(config.to_dict(), state_dict, source, mismatch_allowed())
         theta, lam = check_vectors(config.to_dict(), state_dict, dtypes, source)
         out = {cls._model_key(model, adapter_name, "intrinsic_theta_d"): theta}
         if lam is not None:
@@ -327,6 +332,7 @@ class IntrinsicModel(BaseTuner):
         device=None,
         cache_dir=None,
         is_trainable: bool = True,
+        allow_integrity_mismatch: bool | None = None,
         **model_kwargs,
     ):
         """Rebuild a tuned model (a ``peft.PeftModel``) from a checkpoint directory, ``*.idc.safetensors``
@@ -336,14 +342,16 @@ class IntrinsicModel(BaseTuner):
         recorded one. Without it the base is resolved from the checkpoint (a packaged model by its
         hub id when the fingerprint matches, a local folder, or a hub id + ``revision``); P and new
         heads are regenerated from the seed; a base with another fingerprint is refused unless
-        ``allow_fingerprint_mismatch``. ``is_trainable=False`` freezes θ_d (PEFT's default).
+        ``allow_fingerprint_mismatch``; a file whose integrity digest does not match is refused
+        unless ``allow_integrity_mismatch`` (both warn loudly). ``is_trainable=False`` freezes θ_d
+        (PEFT's default).
         """
         from .loading import load_tuned
 
         return load_tuned(
             path_or_id, base_model=base_model, revision=revision,
             allow_fingerprint_mismatch=allow_fingerprint_mismatch, device=device, cache_dir=cache_dir,
-            is_trainable=is_trainable, **model_kwargs,
+            is_trainable=is_trainable, allow_integrity_mismatch=allow_integrity_mismatch, **model_kwargs,
         )
 
     def extra_repr(self) -> str:
@@ -401,8 +409,10 @@ def save_checkpoint(model, path, single_file: bool = False, overwrite: bool = Fa
     path = Path(path)
     if single_file and not path.name.endswith(SINGLE_FILE_SUFFIX):
         raise ValueError(f"a single-file checkpoint must be named *{SINGLE_FILE_SUFFIX}, got {path.name!r}")
-    return write_checkpoint(path, cfg.to_dict(), tensors, tuner.layout.names, single_file=single_file,
-                            overwrite=overwrite)
+    written = write_checkpoint(path, cfg.to_dict(), tensors, tuner.layout.names, single_file=single_file,
+                               overwrite=overwrite)
+    cfg.digest = written[DIGEST_FIELD]
+    return path
 
 
 def get_intrinsic_model(model: nn.Module, config: IntrinsicConfig, adapter_name: str = "default"):
