@@ -22,7 +22,6 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
 from ..checkpoint.fingerprint import FingerprintMismatchError, fingerprint
-from ..checkpoint.integrity import DIGEST_FIELD, checkpoint_digest, mismatch_allowed, verify_digest
 from ..checkpoint.format import (
     DTYPES,
     SINGLE_FILE_SUFFIX,
@@ -31,6 +30,7 @@ from ..checkpoint.format import (
     vector_tensors,
     write_checkpoint,
 )
+from ..checkpoint.integrity import DIGEST_FIELD, checkpoint_digest, mismatch_allowed, verify_digest
 from ..models import canonical_base_name
 from ..projection import Projection, make_projection
 from .compose import Composer
