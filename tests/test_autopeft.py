@@ -99,6 +99,11 @@ def test_info_merge_report_take_a_base(cli_checkpoint, tmp_path, capsys):
     shutil.copytree(cli_checkpoint, moved)
     cfg = json.loads((moved / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = str(tmp_path / "gone")  # the recorded base no longer exists
+    from safetensors.torch import load_file
+
+    from idcompress.checkpoint.format import with_digest
+
+    cfg = with_digest(cfg, load_file(str(moved / "adapter_model.safetensors")))  # a valid file again
     (moved / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     base = resolve_model_name("minilm-l6")
     assert main(["info", str(moved), "--base", base]) == 0
