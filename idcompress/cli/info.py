@@ -31,36 +31,36 @@ def checkpoint_info(path_or_id: str, revision: str | None = None) -> dict[str, A
     if path.is_dir():
         path = checkpoint_in_folder(path)
     files = load_checkpoint_files(path)
-    cfg = files.config
+    cfg = files.config  # the JSON object of adapter_config.json
     own = [path / CONFIG_NAME, path / WEIGHTS_NAME] if path.is_dir() else [path]
     ckpt_bytes = sum(f.stat().st_size for f in own)
     n_theta = files.theta_d.numel()
     n_lambda = 0 if files.said_lambda is None else files.said_lambda.numel()
     stored = n_theta + n_lambda
-    bits = BITS[cfg.vector_dtype]
-    whole = cfg.include is None and cfg.exclude is None
-    base_bytes = 4 * cfg.D
+    bits = BITS[cfg.get("vector_dtype", "float32")]
+    whole = cfg.get("include") is None and cfg.get("exclude") is None
+    base_bytes = 4 * cfg["D"]
     return {
         "checkpoint": str(path),
         "form": "directory" if path.is_dir() else "single-file",
         "files": [f.name for f in own],
-        "projection": cfg.projection,
-        "d": cfg.d,
+        "projection": cfg.get("projection"),
+        "d": cfg.get("d"),
         "theta_d_numbers": n_theta,
         "said_lambda_numbers": n_lambda,
-        "seed": cfg.seed,
-        "rng": cfg.rng,
-        "base_model": cfg.base_model_name_or_path,
-        "revision": cfg.revision,
-        "base_fingerprint": cfg.base_fingerprint,
-        "task_type": cfg.task_type,
-        "num_labels": cfg.num_labels,
-        "label_names": cfg.label_names,
-        "D": cfg.D,
-        "num_tensors": cfg.num_tensors,
-        "include": cfg.include,
-        "exclude": cfg.exclude,
-        "vector_dtype": cfg.vector_dtype,
+        "seed": cfg.get("seed"),
+        "rng": cfg.get("rng"),
+        "base_model": cfg.get("base_model_name_or_path"),
+        "revision": cfg.get("revision"),
+        "base_fingerprint": cfg.get("base_fingerprint"),
+        "task_type": cfg.get("task_type"),
+        "num_labels": cfg.get("num_labels"),
+        "label_names": cfg.get("label_names"),
+        "D": cfg.get("D"),
+        "num_tensors": cfg.get("num_tensors"),
+        "include": cfg.get("include"),
+        "exclude": cfg.get("exclude"),
+        "vector_dtype": cfg.get("vector_dtype", "float32"),
         "bits_per_number": bits,
         "stored_numbers": stored,
         "mdl_bits": stored * bits,
@@ -72,7 +72,7 @@ def checkpoint_info(path_or_id: str, revision: str | None = None) -> dict[str, A
                  "the checkpoint does not record how many)"
         ),
         "compression_ratio": base_bytes / ckpt_bytes,
-        "idcompress_version": cfg.idcompress_version,
+        "idcompress_version": cfg.get("idcompress_version"),
     }
 
 
