@@ -23,8 +23,9 @@ from .model import get_intrinsic_model, tuner_of
 
 def read_config(path: str | os.PathLike):
     """``(IntrinsicConfig, CheckpointFiles)`` of a checkpoint directory or ``*.idc.safetensors`` (no model)."""
-    files = load_checkpoint_files(path)
-    cfg = IntrinsicConfig.from_dict(files.config, source=files.source)
+    built = []
+    files = load_checkpoint_files(path, lambda data, source: built.append(IntrinsicConfig.from_dict(data, source=source)))
+    cfg = built[0]
     cfg._source = files.source
     cfg._layout_names = files.layout_names
     return cfg, files
