@@ -21,7 +21,7 @@ from peft.utils.peft_types import TaskType
 
 from ..projection.rng import RNG_NAME, RNG_VERSION
 from ..version import __version__
-from .names import PEFT_TYPE, PROJECTION_CHOICES, VECTOR_DTYPES
+from .names import PROJECTION_CHOICES, VECTOR_DTYPES
 
 RNG_ID = f"{RNG_NAME}/{RNG_VERSION}"
 #: task types beyond PEFT's own (PEFT wraps them in a plain ``PeftModel``)
