@@ -6,6 +6,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as idcompress/__init__.py, before torch loads
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -36,8 +38,7 @@ def minilm_classifier(minilm_path):
     return AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
 
 
-def tiny_bert(num_labels: int = 2, seed: int = 0):
-    """A small random BERT classifier for mechanics tests (never evidence that tuning works)."""
+def _tiny_bert(num_labels: int = 2, seed: int = 0):
     from transformers import BertConfig, BertForSequenceClassification
 
     cfg = BertConfig(
@@ -50,6 +51,61 @@ def tiny_bert(num_labels: int = 2, seed: int = 0):
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return model
+
+
+@pytest.fixture
+def tiny_bert():
+    """Builds a small random BERT classifier for mechanics tests (never evidence that tuning
+    works): ``tiny_bert(num_labels=2, seed=0)``, the same weights for the same arguments."""
+    return _tiny_bert
+
+
+@pytest.fixture
+def base_dir(tmp_path, tiny_bert) -> Path:
+    """A pretrained tiny BERT body saved without a classification head, so that the head is new
+    (initialised from the seed), as in real use."""
+    path = tmp_path / "base"
+    tiny_bert().bert.save_pretrained(path)
+    return path
+
+
+#: token ids for the tiny BERT (vocabulary of 100)
+TINY_INPUTS = torch.tensor([[1, 5, 7, 9, 2, 0], [1, 3, 3, 8, 2, 0]])
+
+
+@pytest.fixture
+def make_tuned(base_dir):
+    """Builds a tuned tiny BERT classifier on ``base_dir``: ``make_tuned(projection="said", d=300,
+    seed=0, label_names=None, **config)`` wraps a fresh load of the base and fills θ_d (and SAID's
+    λ) with values drawn from ``seed``, so that the vector visibly changes the logits. Eval mode."""
+    from idcompress import IntrinsicConfig, get_intrinsic_model
+    from idcompress.models.loading import load_base_model
+
+    def make(projection="said", d=300, seed=0, label_names=None, **config):
+        base = load_base_model(str(base_dir), "SEQ_CLS", num_labels=2, label_names=label_names)
+        cfg = IntrinsicConfig(d=d, projection=projection, seed=seed, base_model_name_or_path=str(base_dir),
+                              task_type="SEQ_CLS", num_labels=2, label_names=label_names, **config)
+        model = get_intrinsic_model(base, cfg)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
+            if model.said_lambda is not None:
+                model.said_lambda.copy_(1 + 0.3 * torch.randn(model.said_lambda.shape, generator=g))
+        return model.eval()
+
+    return make
+
+
+@pytest.fixture
+def logits():
+    """``logits(model, **batch)``: the model's logits in eval mode without gradients, on
+    ``TINY_INPUTS`` when no batch is given."""
+
+    def run(model, **batch):
+        with torch.no_grad():
+            return model.eval()(**(batch or {"input_ids": TINY_INPUTS})).logits
+
+    return run
 
 
 # --- tiny generative models (GPT-2, Llama, T5) with tokenizers built offline ------------------

@@ -4,11 +4,14 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_bert
+from peft import PeftModel
 from torch import nn
 
 from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
 from idcompress.tuners.init import init_new_params, resolve_new_params
+
+THETA_D = "base_model.intrinsic_layer.intrinsic_theta_d.default"
+LAMBDA = "base_model.intrinsic_layer.intrinsic_lambda.default"
 
 SENTENCES = ["a wonderful, moving film", "a dull, lifeless mess", "great acting", "boring and far too long"]
 
@@ -27,12 +30,13 @@ def _mlp(seed=0):
 
 
 @pytest.mark.parametrize("projection", ["said", "fastfood", "dense", "sparse"])
-def test_only_the_vector_trains_and_init_is_exact(projection):
+def test_only_the_vector_trains_and_init_is_exact(tiny_bert, projection):
     base = tiny_bert()
     ref = copy.deepcopy(base)
     model = get_intrinsic_model(base, IntrinsicConfig(d=200, projection=projection, init_new=None))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == ({"theta_d", "said_lambda"} if projection == "said" else {"theta_d"})
+    assert trainable == ({THETA_D, LAMBDA} if projection == "said" else {THETA_D})
+    assert not any(p.requires_grad for p in model.get_base_model().parameters())  # θ₀ is frozen
     assert model.theta_d.numel() == (200 - model.layout.m if projection == "said" else 200)
     x = torch.randint(0, 100, (3, 7))
     ref.eval(), model.eval()
@@ -71,8 +75,9 @@ def test_minilm_said_training_smoke(minilm_classifier, minilm_tokenizer):
     batch = minilm_tokenizer(pos + neg, return_tensors="pt", padding=True)
     labels = torch.tensor([1] * 6 + [0] * 6)
     model = get_intrinsic_model(minilm_classifier, IntrinsicConfig(d=500, projection="said", seed=0))
-    theta0 = model.theta0.clone()
-    frozen = {n: p.detach().clone() for n, p in model.base_model.named_parameters()}
+    # θ₀ lives in the base's own parameters: every one of them, tuned or not
+    frozen = {n: p.detach().clone() for n, p in model.get_base_model().named_parameters()}
+    assert len(frozen) == model.layout.m
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.2, weight_decay=0.0)
     model.train()
     losses = []
@@ -83,8 +88,9 @@ def test_minilm_said_training_smoke(minilm_classifier, minilm_tokenizer):
         opt.zero_grad()
         losses.append(loss.item())
     assert min(losses[-3:]) < 0.6 * losses[0], losses
-    assert torch.equal(model.theta0, theta0)  # θ₀ bit-unchanged
-    assert all(torch.equal(p, frozen[n]) for n, p in model.base_model.named_parameters())
+    after = dict(model.get_base_model().named_parameters())
+    assert after.keys() == frozen.keys()
+    assert all(torch.equal(p, frozen[n]) and not p.requires_grad for n, p in after.items())  # θ₀ bit-unchanged
     assert model.theta_d.abs().sum() > 0 and not torch.equal(model.said_lambda, torch.ones_like(model.said_lambda))
 
 
@@ -108,7 +114,8 @@ def test_plain_module_and_gradient_flow():
 def test_dtype_and_device_moves():
     base = _mlp().to(torch.bfloat16)
     model = get_intrinsic_model(base, IntrinsicConfig(d=30, projection="fastfood"))
-    assert model.theta0.dtype == torch.bfloat16 and model.theta_d.dtype == torch.float32
+    assert base[0].weight.dtype == torch.bfloat16 and model.theta_d.dtype == torch.float32
+    assert model.base_model.composed("0.weight").dtype == torch.bfloat16  # composed in θ₀'s dtype
     x = torch.randn(4, 8, dtype=torch.bfloat16)
     model(x).float().sum().backward()
     assert model.theta_d.grad.dtype == torch.float32 and model.theta_d.grad.abs().sum() > 0
@@ -117,7 +124,8 @@ def test_dtype_and_device_moves():
         model.theta_d.fill_(0.1)
         out = model(x.double())
     assert out.dtype == torch.float64
-    assert model.base_model[0].weight.dtype == torch.float64
+    assert model.get_base_model()[0].weight.dtype == torch.float64
+    assert model.base_model.composed("0.weight").dtype == torch.float64
 
 
 def test_no_grad_cache_follows_updates():
@@ -149,9 +157,14 @@ def test_trainable_count_printed(capsys):
     model = get_intrinsic_model(_mlp(), IntrinsicConfig(d=40, projection="said"))
     model.print_trainable_parameters()
     out = capsys.readouterr().out
-    assert "trainable params: 40 " in out and "D (tuned through P): 195" in out
-    assert "theta0" in model._ddp_params_and_buffers_to_ignore
-    assert isinstance(model, IntrinsicModel)
+    # all params: the D = 195 numbers of θ₀ (the base keeps them) + the 40 trained ones
+    assert "trainable params: 40 " in out and "all params: 235 " in out
+    assert model.get_nb_trainable_parameters() == (40, 235)
+    assert isinstance(model, PeftModel) and isinstance(model.base_model, IntrinsicModel)
+    # DDP never broadcasts or reduces the frozen θ₀: every name but the trained vectors is ignored
+    ignored = set(model._ddp_params_and_buffers_to_ignore)
+    assert {n for n, _ in model.named_parameters()} - ignored == {THETA_D, LAMBDA}
+    assert {"0.weight", "model.0.weight", "base_model.model.0.weight"} <= ignored
 
 
 @pytest.mark.parametrize(
@@ -187,11 +200,28 @@ def test_huge_dense_refused_before_allocation():
     assert isinstance(big._parameters["weight"], nn.Parameter)  # untouched
 
 
+def _reference(ref, model, args=(), kwargs=None, loss_fn=lambda out: out):
+    """Loss and gradients (θ_d, λ) computed without the adapter's hooks: the whole layout's
+    θ = θ₀ + λ·(P θ_d) materialised with the projection's own differentiable ``apply`` and run
+    through ``ref`` (an untouched copy of the base) by ``functional_call``."""
+    x = model.theta_d.detach().clone().requires_grad_(True)
+    lam = None if model.said_lambda is None else model.said_lambda.detach().clone().requires_grad_(True)
+    delta = model.projection.apply(x)
+    theta0 = dict(ref.named_parameters())
+    params = {}
+    for i, e in enumerate(model.layout.entries):
+        piece = delta[e.offset : e.offset + e.numel].view(e.shape)
+        params[e.name] = theta0[e.name].detach() + (piece if lam is None else lam[i] * piece)
+    loss = loss_fn(torch.func.functional_call(ref, params, args, kwargs))
+    loss.backward()
+    return loss.detach(), x.grad, None if lam is None else lam.grad
+
+
 @pytest.mark.parametrize("projection", ["said", "fastfood"])
-def test_fused_path_matches_reference(projection):
-    model = get_intrinsic_model(tiny_bert(), IntrinsicConfig(d=300, projection=projection, init_new=None))
-    if not model._fused_ok():
-        pytest.skip("no fused kernel for this projection here (numba missing)")
+def test_composition_on_use_matches_the_materialised_reference(tiny_bert, projection):
+    base = tiny_bert()
+    ref = copy.deepcopy(base).eval()
+    model = get_intrinsic_model(base, IntrinsicConfig(d=300, projection=projection, init_new=None))
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
@@ -200,19 +230,13 @@ def test_fused_path_matches_reference(projection):
     x = torch.randint(0, 100, (4, 9), generator=g)
     labels = torch.tensor([0, 1, 1, 0])
     model.eval()
-    results = []
-    for fused in (True, False):
-        model.use_fused = fused
-        model.zero_grad()
-        loss = model(input_ids=x, labels=labels).loss
-        loss.backward()
-        results.append((loss.detach(), model.theta_d.grad.clone(),
-                        None if model.said_lambda is None else model.said_lambda.grad.clone()))
-    (l1, g1, s1), (l2, g2, s2) = results
-    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
-    if s1 is not None:
-        torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-6)
+    loss = model(input_ids=x, labels=labels).loss
+    loss.backward()
+    l2, g2, s2 = _reference(ref, model, kwargs={"input_ids": x, "labels": labels}, loss_fn=lambda out: out.loss)
+    torch.testing.assert_close(loss.detach(), l2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.theta_d.grad, g2, rtol=1e-4, atol=1e-6)
+    if s2 is not None:
+        torch.testing.assert_close(model.said_lambda.grad, s2, rtol=1e-4, atol=1e-6)
 
 
 class _WithUnused(nn.Module):
@@ -225,31 +249,37 @@ class _WithUnused(nn.Module):
         return self.body(x)
 
 
+@pytest.mark.parametrize("recompute", [False, True], ids=["keep", "recompute"])
 @pytest.mark.parametrize("projection", ["said", "fastfood"])
-def test_fused_path_unused_tensor_repeated_and_stale_forwards(projection):
-    model = get_intrinsic_model(_WithUnused(), IntrinsicConfig(d=40, projection=projection))
-    if not model._fused_ok():
-        pytest.skip("no fused kernel for this projection here (numba missing)")
+def test_unused_tensor_repeated_and_stale_forwards(projection, recompute):
+    base = _WithUnused()
+    ref = copy.deepcopy(base)
+    model = get_intrinsic_model(base, IntrinsicConfig(d=40, projection=projection))
+    model.recompute = recompute
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():
         model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
     x = torch.randn(6, 8, generator=g)
 
-    def grads(fused, forwards=1):
-        model.use_fused = fused
+    def grads(forwards=1):
         model.zero_grad()
         sum(model(x).square().sum() for _ in range(forwards)).backward()
         return [p.grad.clone() for p in (model.theta_d, model.said_lambda) if p is not None]
 
-    ref = grads(False)
-    for a, b in zip(grads(True), ref):
+    _, *expected = _reference(ref, model, (x,), loss_fn=lambda out: out.square().sum())
+    expected = [e for e in expected if e is not None]
+    once = grads()
+    for a, b in zip(once, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    # two forwards with the same θ_d share the buffer (written once) and both count
-    model(x)
-    version = model._buffer._version
-    for a, b in zip(grads(True, forwards=2), ref):
+    if model.said_lambda is not None:  # the unused tensors' scales get a zero gradient, not None
+        assert torch.equal(once[1][-2:], torch.zeros(2)) and once[1][:-2].abs().min() > 0
+    # two forwards with the same θ_d both count: their gradients accumulate
+    for a, b in zip(grads(forwards=2), expected, strict=True):
         torch.testing.assert_close(a, 2 * b, rtol=1e-4, atol=1e-6)
-    assert model._buffer._version == version
+    # repeated forwards with the same θ_d give identical outputs
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    assert torch.equal(model(x), model(x))
     # a graph built before θ_d changed must not silently use the new weights
     stale = model(x).square().sum()
     with torch.no_grad():

@@ -113,7 +113,7 @@ def test_info_merge_report_take_a_base(cli_checkpoint, tmp_path, capsys):
     assert main(["report", str(moved), "--base", base, "--n", "40", "--out", str(tmp_path / "geo")]) == 0
     assert (tmp_path / "geo" / "geometry.json").is_file()
     other = tmp_path / "tiny"
-    from conftest import tiny_bert
+    from conftest import _tiny_bert as tiny_bert
 
     tiny_bert().save_pretrained(other)
     assert main(["info", str(moved), "--base", str(other)]) == 2  # another base: refused, one line

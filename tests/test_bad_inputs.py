@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_bert
+from conftest import _tiny_bert as tiny_bert
 from safetensors.torch import load_file, save_file
 
 from idcompress import IntrinsicConfig, get_intrinsic_model

@@ -4,37 +4,28 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_bert
 
-from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
+from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model, save_checkpoint
 from idcompress.cli.main import main
 from idcompress.models.loading import load_base_model
 
-X = torch.tensor([[1, 5, 7, 9, 2, 0], [1, 3, 3, 8, 2, 0]])
 LABELS = ["negative", "positive"]
 
 
 @pytest.fixture
-def base_dir(tmp_path) -> Path:
-    path = tmp_path / "base"
-    tiny_bert().bert.save_pretrained(path)
-    return path
+def save_tuned(make_tuned):
+    """``save_tuned(path, d=300, vector_dtype="float32", single_file=False, **config)``: a tuned
+    model (labelled), saved at ``path`` with idcompress's writer; returns the model."""
 
+    def save(path, d=300, vector_dtype="float32", single_file=False, **kw):
+        model = make_tuned(d=d, label_names=LABELS, vector_dtype=vector_dtype, **kw)
+        save_checkpoint(model, path, single_file=single_file)
+        return model
 
-def save_tuned(base_dir, path, d=300, vector_dtype="float32", single_file=False, **kw):
-    base = load_base_model(str(base_dir), "SEQ_CLS", num_labels=2, label_names=LABELS)
-    cfg = IntrinsicConfig(d=d, base_model_name_or_path=str(base_dir), task_type="SEQ_CLS", num_labels=2,
-                          label_names=LABELS, vector_dtype=vector_dtype, **kw)
-    model = get_intrinsic_model(base, cfg)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
-    model.save_pretrained(path, single_file=single_file)
-    return model
+    return save
 
 
 def run_cli(capsys, *argv):
@@ -47,9 +38,10 @@ def run_cli(capsys, *argv):
 # info
 @pytest.mark.parametrize("vector_dtype,bits", [("float32", 32), ("float16", 16), ("bfloat16", 16)])
 @pytest.mark.parametrize("single_file", [False, True])
-def test_info_values(base_dir, tmp_path, capsys, vector_dtype, bits, single_file):
+def test_info_values(base_dir, save_tuned, tmp_path, capsys, vector_dtype, bits, single_file):
     path = tmp_path / ("c.idc.safetensors" if single_file else "ckpt")
-    model = save_tuned(base_dir, path, vector_dtype=vector_dtype, single_file=single_file)
+    model = save_tuned(path, vector_dtype=vector_dtype, single_file=single_file)
+    assert path.is_dir() is not single_file
     files = [path] if single_file else [path / "adapter_config.json", path / "adapter_model.safetensors"]
     nbytes = sum(os.path.getsize(f) for f in files)
     D = sum(p.numel() for p in load_base_model(str(base_dir), "SEQ_CLS", num_labels=2).parameters())
@@ -76,23 +68,24 @@ def test_info_values(base_dir, tmp_path, capsys, vector_dtype, bits, single_file
         assert fragment in text, fragment
 
 
-def test_info_float16_halves_the_vector(base_dir, tmp_path, capsys):
+def test_info_float16_halves_the_vector(save_tuned, tmp_path, capsys):
     sizes = {}
     for dt in ("float32", "float16"):
-        save_tuned(base_dir, tmp_path / dt, d=1000, vector_dtype=dt)
+        save_tuned(tmp_path / dt, d=1000, vector_dtype=dt)
         sizes[dt] = json.loads(run_cli(capsys, "info", tmp_path / dt, "--json")[1])["checkpoint_bytes"]
     # 1000 numbers × 2 bytes saved; the config differs only by the dtype's name
     assert sizes["float32"] - sizes["float16"] == pytest.approx(2000, abs=16)
 
 
-def test_info_reads_files_only_and_states_partial_layouts(base_dir, tmp_path, capsys, monkeypatch):
-    save_tuned(base_dir, tmp_path / "ckpt", exclude=["bert.embeddings.*"])
+def test_info_reads_files_only_and_states_partial_layouts(save_tuned, tiny_bert, tmp_path, capsys, monkeypatch):
+    save_tuned(tmp_path / "ckpt", exclude=["bert.embeddings.*"])
 
     def no_model(*a, **k):
         raise AssertionError("info must not build a model")
 
     monkeypatch.setattr("idcompress.models.loading.load_base_model", no_model)
     monkeypatch.setattr(IntrinsicModel, "__init__", no_model)
+    monkeypatch.setattr("peft.PeftModel.__init__", no_model)
     rc, out, _ = run_cli(capsys, "info", tmp_path / "ckpt", "--json")
     assert rc == 0
     info = json.loads(out)
@@ -117,8 +110,8 @@ def test_missing_or_broken_checkpoint(tmp_path, capsys):
     assert rc == 2 and "invalid JSON" in err
 
 
-def test_merge_refuses_a_non_empty_out_unless_overwrite(base_dir, tmp_path, capsys):
-    save_tuned(base_dir, tmp_path / "ckpt")
+def test_merge_refuses_a_non_empty_out_unless_overwrite(save_tuned, tmp_path, capsys):
+    save_tuned(tmp_path / "ckpt")
     out = tmp_path / "merged"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -135,8 +128,8 @@ def test_merge_refuses_a_non_empty_out_unless_overwrite(base_dir, tmp_path, caps
     assert rc == 2 and "is a file" in err
 
 
-def test_merge_force_on_a_different_base(base_dir, tmp_path, capsys):
-    model = save_tuned(base_dir, tmp_path / "ckpt")
+def test_merge_force_on_a_different_base(base_dir, save_tuned, tiny_bert, tmp_path, capsys):
+    model = save_tuned(tmp_path / "ckpt")
     other = tiny_bert(seed=7).bert  # the base folder changed after tuning
     other.save_pretrained(base_dir)
     rc, _, err = run_cli(capsys, "merge", tmp_path / "ckpt", "--out", tmp_path / "m1")

@@ -7,42 +7,18 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 import torch
-from conftest import tiny_bert
 from huggingface_hub import constants as hub_constants
 
-from idcompress import IntrinsicConfig, IntrinsicModel, get_intrinsic_model
+from idcompress import IntrinsicModel, save_checkpoint
 from idcompress.checkpoint.hub import push_to_hub, resolve_checkpoint
-from idcompress.models.loading import load_base_model
+from idcompress.tuners.model import push_to_hub as model_push_to_hub
 
-X = torch.tensor([[1, 5, 7, 9, 2, 0], [1, 3, 3, 8, 2, 0]])
 SHA_MAIN, SHA_V1 = "a" * 40, "b" * 40
 
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-
-
-@pytest.fixture
-def base_dir(tmp_path) -> Path:
-    path = tmp_path / "base"
-    tiny_bert().bert.save_pretrained(path)
-    return path
-
-
-def tuned(base_dir, seed=0):
-    base = load_base_model(str(base_dir), "SEQ_CLS", num_labels=2)
-    model = get_intrinsic_model(base, IntrinsicConfig(d=300, base_model_name_or_path=str(base_dir),
-                                                      task_type="SEQ_CLS", num_labels=2))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        model.theta_d.copy_(torch.randn(model.theta_d.shape, generator=g))
-    return model.eval()
-
-
-def logits(model):
-    with torch.no_grad():
-        return model.eval()(input_ids=X).logits
 
 
 def add_snapshot(cache: Path, repo_id: str, source: Path, sha: str, ref: str | None = "main") -> Path:
@@ -58,10 +34,10 @@ def add_snapshot(cache: Path, repo_id: str, source: Path, sha: str, ref: str | N
     return snap
 
 
-def test_repo_id_loads_offline_from_the_cache(base_dir, tmp_path, monkeypatch):
-    main, v1 = tuned(base_dir, seed=0), tuned(base_dir, seed=1)
-    main.save_pretrained(tmp_path / "main")
-    v1.save_pretrained(tmp_path / "v1")
+def test_repo_id_loads_offline_from_the_cache(make_tuned, logits, tmp_path, monkeypatch):
+    main, v1 = make_tuned(seed=0), make_tuned(seed=1)
+    main.save_pretrained(tmp_path / "main")  # PEFT's writer
+    save_checkpoint(v1, tmp_path / "v1")  # idcompress's writer
     cache = tmp_path / "hub"
     snap = add_snapshot(cache, "owner/name", tmp_path / "main", SHA_MAIN)
     add_snapshot(cache, "owner/name", tmp_path / "v1", SHA_V1, ref="v1")
@@ -72,9 +48,9 @@ def test_repo_id_loads_offline_from_the_cache(base_dir, tmp_path, monkeypatch):
     assert torch.equal(logits(IntrinsicModel.from_pretrained("owner/name", revision="v1")), logits(v1))
 
 
-def test_single_file_checkpoint_in_a_hub_snapshot(base_dir, tmp_path, monkeypatch):
-    model = tuned(base_dir)
-    model.save_pretrained(tmp_path / "model.idc.safetensors", single_file=True)
+def test_single_file_checkpoint_in_a_hub_snapshot(make_tuned, logits, tmp_path, monkeypatch):
+    model = make_tuned()
+    save_checkpoint(model, tmp_path / "model.idc.safetensors", single_file=True)
     cache = tmp_path / "hub"
     add_snapshot(cache, "owner/single", tmp_path / "model.idc.safetensors", SHA_MAIN)
     path = resolve_checkpoint("owner/single", cache_dir=cache)
@@ -83,13 +59,13 @@ def test_single_file_checkpoint_in_a_hub_snapshot(base_dir, tmp_path, monkeypatc
     assert torch.equal(logits(IntrinsicModel.from_pretrained("owner/single")), logits(model))
 
 
-def test_peft_loads_a_repo_id_from_the_cache(base_dir, tmp_path):
+def test_peft_loads_a_repo_id_from_the_cache(base_dir, make_tuned, logits, tmp_path):
     pytest.importorskip("peft")
     import idcompress.checkpoint.peft_compat  # noqa: F401  (registers INTRINSIC with PEFT)
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    model = tuned(base_dir)
+    model = make_tuned()
     model.save_pretrained(tmp_path / "ckpt")
     cache = tmp_path / "hub"
     add_snapshot(cache, "owner/peft", tmp_path / "ckpt", SHA_MAIN)
@@ -132,30 +108,31 @@ class FakeApi:
         return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/123")
 
 
+@pytest.mark.parametrize("pusher", [push_to_hub, model_push_to_hub], ids=["checkpoint.hub", "tuners.model"])
 @pytest.mark.parametrize("single_file", [False, True])
-def test_push_to_hub_uploads_a_loadable_checkpoint(base_dir, tmp_path, monkeypatch, single_file):
+def test_push_to_hub_uploads_a_loadable_checkpoint(make_tuned, logits, tmp_path, monkeypatch, single_file, pusher):
     fake = FakeApi(tmp_path / "uploaded")
     for name in ("create_repo", "upload_folder"):
         monkeypatch.setattr(huggingface_hub.HfApi, name, getattr(fake, name))
-    model = tuned(base_dir)
-    url = model.push_to_hub("owner/name", private=True, single_file=single_file)
+    model = make_tuned()
+    url = pusher(model, "owner/name", private=True, single_file=single_file)
     assert url == "https://huggingface.co/owner/name/commit/123"
     assert fake.calls[0] == ("create_repo", "owner/name", True, True)
     assert fake.calls[1][:2] == ("upload_folder", "owner/name")
     files = sorted(p.name for p in (tmp_path / "uploaded").iterdir())
     if single_file:
-        assert files == ["model.idc.safetensors"]
+        assert files == ["model.idc.safetensors"] and (tmp_path / "uploaded" / files[0]).is_file()
     else:
-        assert files == ["adapter_config.json", "adapter_model.safetensors"]
+        assert files == ["adapter_config.json", "adapter_model.safetensors"]  # no model card
     reloaded = IntrinsicModel.from_pretrained(tmp_path / "uploaded")
     assert torch.equal(logits(reloaded), logits(model))
 
 
-def test_push_to_hub_uses_the_created_repo_and_refuses_bad_ids(base_dir, tmp_path, monkeypatch):
+def test_push_to_hub_uses_the_created_repo_and_refuses_bad_ids(make_tuned, tmp_path, monkeypatch):
     fake = FakeApi(tmp_path / "uploaded", user="me")
     for name in ("create_repo", "upload_folder"):
         monkeypatch.setattr(huggingface_hub.HfApi, name, getattr(fake, name))
-    model = tuned(base_dir)
+    model = make_tuned()
     assert push_to_hub(model, "name").endswith("/me/name/commit/123")
     assert fake.calls[1][1] == "me/name"
     n = len(fake.calls)

@@ -61,7 +61,9 @@ def test_pretrained_theta0_is_the_packaged_weights_and_a_seeded_head(packaged):
                                   IntrinsicConfig(d=50, projection="fastfood", seed=3))
     assert wrapped.intrinsic_config.init_new == list(HEAD)
     flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
-    assert torch.equal(wrapped.theta0, flat)
+    theta0 = torch.cat([p.detach().reshape(-1) for p in wrapped.get_base_model().parameters()])
+    assert torch.equal(theta0, flat)  # θ₀ is the base's own parameters
+    assert wrapped.layout.names == [n for n, _ in net.named_parameters()]  # all of them tuned
     assert torch.equal(torch.random.get_rng_state(), before)
 
 

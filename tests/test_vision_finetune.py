@@ -186,13 +186,17 @@ def test_efficientnet_intrinsic_cli_run(eff_run):
     assert cfg["extra"]["image_preprocessing"] == {"size": 32, "mean": 127.0, "std": 128.0}
     assert final["reload_score"] == final["score"]
 
-    # BatchNorm statistics after training (the saved final state) are θ₀'s, bit for bit
+    # BatchNorm statistics after training (the saved final state) are θ₀'s, bit for bit, and so
+    # are the base's weights (θ₀ is frozen; only the new head was drawn from the seed)
     state = load_file(str(eff_run / "state" / "step_00000008" / "model.safetensors"))
     packaged = load_state_dict()
     stats = [k for k in packaged if "running_" in k or "num_batches_tracked" in k]
     assert len(stats) > 100
     for k in stats:
-        assert torch.equal(state[f"base_model.{k}"], packaged[k]), k
+        assert torch.equal(state[f"base_model.model.{k}"], packaged[k]), k
+    for k in packaged:
+        if not k.startswith("_fc."):
+            assert torch.equal(state[f"base_model.model.{k}"], packaged[k]), k
 
     # the checkpoint rebuilds the trained model: the same logits with the trained run's tensors
     model = IntrinsicModel.from_pretrained(ckpt)
@@ -201,7 +205,7 @@ def test_efficientnet_intrinsic_cli_run(eff_run):
     assert acc == final["score"]
     assert model.theta_d.abs().sum() > 0
     missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {"theta0"}
+    assert not unexpected and not missing  # the state is the whole model: θ₀, buffers, θ_d, λ
     again, _ = logits_and_accuracy(model, batches)
     assert torch.equal(again, logits)
 
@@ -235,7 +239,7 @@ def test_transformers_cnn_without_image_processor(tmp_path):
     buffers = dict(base.named_buffers())
     assert len(buffers) > 10
     for name, b in buffers.items():
-        assert torch.equal(state[f"base_model.resnet.{name}"], b), name
+        assert torch.equal(state[f"base_model.model.resnet.{name}"], b), name
 
 
 def test_set_train_mode_freezes_norm_statistics_for_intrinsic_only():

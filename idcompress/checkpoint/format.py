@@ -265,10 +265,12 @@ def check_vectors(config: dict, tensors: dict, dtypes: dict, source: str):
     return out["theta_d"], out.get("said_lambda")
 
 
-def load_checkpoint_files(path: str | os.PathLike,
+def load_checkpoint_files(path: str | os.PathLike, validate_config=None,
                           allow_integrity_mismatch: bool | None = None) -> CheckpointFiles:
     """Read and validate a checkpoint directory or ``*.idc.safetensors`` file (no model built).
 
+    ``validate_config(config, source)``, when given, checks the config object before the vectors
+    are checked against it (so a malformed field is reported as such, not as a vector mismatch).
     ``allow_integrity_mismatch``: load a checkpoint whose digest does not match, with a loud
     warning (``None``: as :func:`.integrity.allow_integrity_mismatch` set it, else refuse).
     """
@@ -313,6 +315,8 @@ def load_checkpoint_files(path: str | os.PathLike,
     for field in ("d", "D", "num_tensors", "layout_digest"):
         if data.get(field) is None:
             raise ValueError(f"{source}: missing field {field!r}")
+    if validate_config is not None:
+        validate_config(data, source)
     check_rng(data.get("rng", ""), source)
     theta, lam = check_vectors(data, tensors, dtypes, str(w_path))
     check_consistency(types.SimpleNamespace(**{k: data.get(k) for k in ("base_fingerprint", "label_names", "num_labels")}),

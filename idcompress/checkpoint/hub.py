@@ -99,13 +99,15 @@ def push_to_hub(model, repo_id: str, private: bool | None = None, token: str | N
     token's user); returns the commit URL."""
     from huggingface_hub import HfApi
 
+    from ..tuners.model import save_checkpoint
+
     _check_repo_id(repo_id, "push_to_hub", need_owner=False)
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     repo_id = getattr(url, "repo_id", None) or repo_id  # "name" becomes "user/name"
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / ("model" + SINGLE_FILE_SUFFIX if single_file else "ckpt")
-        model.save_pretrained(target, single_file=single_file)
+        save_checkpoint(model, target, single_file=single_file)  # not PEFT's writer: it has no single file
         folder = tmp if single_file else target
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
     return str(getattr(info, "commit_url", info))

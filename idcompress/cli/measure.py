@@ -208,7 +208,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     from ..measure import validate_dims, validate_fraction, validate_reference
     from ..measure.recipe import load_recipe
     from ..measure.search import validate_seeds
-    from ..tuners import METHODS
+    from ..tuners.names import PROJECTION_CHOICES
 
     opts: dict[str, Any] = {"fraction": 0.9, "seeds": [0], "extra_fractions": [],
                             "rel_tol": 0.05, "projections": ["said"]}
@@ -241,8 +241,8 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 <= opts["rel_tol"] < 1:
         raise ValueError(f"--rel-tol must lie in [0, 1), got {opts['rel_tol']!r}")
     for proj in opts["projections"]:
-        if proj not in METHODS:
-            raise ValueError(f"--projection {proj!r} is unknown; choose from {list(METHODS)}")
+        if proj not in PROJECTION_CHOICES:
+            raise ValueError(f"--projection {proj!r} is unknown; choose from {list(PROJECTION_CHOICES)}")
     if len(set(opts["projections"])) != len(opts["projections"]):
         raise ValueError(f"--projection lists a projection twice: {opts['projections']}")
     if opts.get("devices"):

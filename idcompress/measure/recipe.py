@@ -54,10 +54,10 @@ def _rel_tol(v: Any) -> float:
 
 
 def _projection(v: Any) -> str:
-    from ..tuners.config import METHODS
+    from ..tuners.names import PROJECTION_CHOICES
 
-    if v not in METHODS:
-        raise ValueError(f"must be one of {list(METHODS)}")
+    if v not in PROJECTION_CHOICES:
+        raise ValueError(f"must be one of {list(PROJECTION_CHOICES)}")
     return v
 
 

@@ -24,8 +24,11 @@ from .model import get_intrinsic_model, tuner_of
 def read_config(path: str | os.PathLike, allow_integrity_mismatch: bool | None = None):
     """``(IntrinsicConfig, CheckpointFiles)`` of a checkpoint directory or ``*.idc.safetensors`` (no
     model); the integrity digest is verified (see ``load_checkpoint_files``)."""
-    files = load_checkpoint_files(path, allow_integrity_mismatch=allow_integrity_mismatch)
-    cfg = IntrinsicConfig.from_dict(files.config, source=files.source)
+    built = []
+    files = load_checkpoint_files(
+        path, lambda data, source: built.append(IntrinsicConfig.from_dict(data, source=source)),
+        allow_integrity_mismatch=allow_integrity_mismatch)
+    cfg = built[0]
     cfg._source = files.source
     cfg._layout_names = files.layout_names
     return cfg, files

@@ -139,7 +139,9 @@ class IntrinsicModel(BaseTuner):
         cfg.D, cfg.num_tensors, cfg.layout_digest = D, m, layout.digest()
         fp = fingerprint(model, new_names)
         if cfg.base_fingerprint and fp != cfg.base_fingerprint:
-            base_desc = cfg.base_model_name_or_path or type(model).__name__
+            # the model at hand (not the one the checkpoint names: that is the base it was tuned on)
+            own = canonical_base_name(model.__dict__.get("name_or_path") or None)
+            base_desc = own or cfg.base_model_name_or_path or type(model).__name__
             msg = (f"base model {base_desc!r} has fingerprint {fp}, but checkpoint {source} was tuned on "
                    f"a base with fingerprint {cfg.base_fingerprint}")
             if not getattr(cfg, "allow_fingerprint_mismatch", False):
