@@ -153,6 +153,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data, tiny_model, uninter
     assert not (part / "checkpoint").exists() and not (part / "metrics.json").exists()
     states = sorted(p.name for p in (part / "state").iterdir())
     assert states == [f"step_{stop_at:08d}"]  # older states pruned
+    # the state holds θ_d and λ, not the frozen base
+    weights = load_file(str(part / "state" / states[0] / "model.safetensors"))
+    assert sorted(k.rsplit(".", 2)[-2] for k in weights) == ["intrinsic_lambda", "intrinsic_theta_d"]
     # epoch 1 was evaluated in both cases: a stop on an epoch's last step waits for its evaluation
     assert len((part / "metrics.jsonl").read_text().splitlines()) == 1
 

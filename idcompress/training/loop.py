@@ -382,9 +382,21 @@ def _train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     run = _Run()
+    load_kwargs = {}
+    if built.method == "intrinsic":
+        # the saved state holds θ_d and λ only: the frozen base is rebuilt from the checkpoint's
+        # base, not copied into every state folder (90 MB each for MiniLM)
+        trainable = {n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+
+        def _only_trainable(models, weights, output_dir):
+            for i, w in enumerate(weights):
+                weights[i] = {k: v for k, v in w.items() if k in trainable}
+
+        accelerator.register_save_state_pre_hook(_only_trainable)
+        load_kwargs = {"strict": False}
     if resume_from is not None:
         try:
-            accelerator.load_state(str(resume_from))
+            accelerator.load_state(str(resume_from), **load_kwargs)
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             raise ValueError(f"--resume: the saved state in {str(resume_from)!r} does not load: "
                              f"{type(e).__name__}: {e}") from None

@@ -76,12 +76,15 @@ def _same(snapshot: torch.Tensor | None, t: torch.Tensor | None) -> bool:
 
 
 class _Recipe:
-    """What a saved tensor in a composed weight's storage is, to rebuild it in backward."""
+    """What a saved tensor in a composed weight's storage is, to rebuild it in backward: the
+    layout index, the view, and the ``u`` and λ_t the forward composed it from (so backward
+    rebuilds exactly the forward's weight even if θ_d changed since)."""
 
-    __slots__ = ("index", "size", "stride", "offset")
+    __slots__ = ("index", "size", "stride", "offset", "source")
 
-    def __init__(self, index, t):
+    def __init__(self, index, t, source=None):
         self.index, self.size, self.stride, self.offset = index, t.size(), t.stride(), t.storage_offset()
+        self.source = source
 
 
 class Composer:
@@ -118,7 +121,7 @@ class Composer:
     def __getstate__(self) -> dict:
         # caches hold graph nodes (not copyable) and transient hook state: a copy starts clean
         state = dict(self.__dict__)
-        state.update(_u={}, _cache={}, _cache_key=None, _depth={}, _saved_hooks={})
+        state.update(_u={}, _cache={}, _cache_key=None, _depth={}, _saved_hooks={}, _last_source=None)
         return state
 
     # -- values -----------------------------------------------------------------------------------
@@ -148,7 +151,19 @@ class Composer:
         if u.device != theta0.device:
             u = u.to(theta0.device)
         s = None if lam is None else lam[index]
+        self._last_source = (u, None if s is None else float(s))
         return _ComposeRange.apply(u, s, theta0, self.projection, e.offset, e.offset + e.numel)
+
+    def recompose(self, index: int, u: torch.Tensor, scale: float | None) -> torch.Tensor:
+        """Entry ``index`` from a given ``u`` and λ_t (no autograd): what backward unpacks."""
+        e = self.layout.entries[index]
+        theta0 = self.parameter(index)
+        flat = theta0.detach().reshape(-1)
+        flat = flat if flat.dtype == torch.float32 else flat.float()
+        with torch.no_grad():
+            out = self.projection.range_apply(u.detach(), e.offset, e.offset + e.numel, flat.contiguous(),
+                                              1.0 if scale is None else scale)
+        return out.view(theta0.shape).to(theta0.dtype)
 
     def compose_all(self) -> list[torch.Tensor]:
         """Every tensor of the layout (for merging; differentiable when grad is enabled)."""
@@ -184,7 +199,7 @@ class Composer:
         for attr, i in self._by_module[mid][1]:
             t = self._cached(i) if use_cache else self.compose(i)
             module.__dict__[attr] = t
-            composed.append((i, t))
+            composed.append((i, t, getattr(self, "_last_source", None)))
         if self.recompute and grad:
             hooks = torch.autograd.graph.saved_tensors_hooks(*self._recipe_hooks(composed))
             hooks.__enter__()
@@ -204,20 +219,20 @@ class Composer:
         return None
 
     def _recipe_hooks(self, composed):
-        storages = {t.untyped_storage().data_ptr(): i for i, t in composed if t.numel()}
+        storages = {t.untyped_storage().data_ptr(): (i, src) for i, t, src in composed if t.numel()}
 
         def pack(t):
             if t.numel() and t.device.type != "meta":
-                i = storages.get(t.untyped_storage().data_ptr())
-                if i is not None:
-                    return _Recipe(i, t)
+                hit = storages.get(t.untyped_storage().data_ptr())
+                if hit is not None:
+                    return _Recipe(hit[0], t, hit[1])
             return t
 
         def unpack(obj):
             if not isinstance(obj, _Recipe):
                 return obj
-            with torch.no_grad():
-                full = self.compose(obj.index)
+            u, scale = obj.source
+            full = self.recompose(obj.index, u, scale)
             return full.as_strided(obj.size, obj.stride, obj.offset)
 
         return pack, unpack

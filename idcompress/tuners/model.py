@@ -14,6 +14,7 @@ map to the checkpoint keys ``theta_d`` / ``said_lambda`` in both directions. One
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -111,6 +112,8 @@ class IntrinsicModel(BaseTuner):
         cfg: IntrinsicConfig = self.peft_config[adapter_name]
         if not isinstance(cfg, IntrinsicConfig):
             raise TypeError(f"IntrinsicModel needs an IntrinsicConfig, got {type(cfg).__name__}")
+        # filled in below (D, layout, fingerprint, …): the caller's object stays reusable
+        cfg = self.peft_config[adapter_name] = copy.deepcopy(cfg)
         source = getattr(cfg, "_source", None) or "IntrinsicConfig"
         cfg.validate()
         check_rng(cfg.rng, source)
