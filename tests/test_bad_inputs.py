@@ -33,7 +33,7 @@ import torch
 from conftest import _tiny_bert as tiny_bert
 from safetensors.torch import load_file, save_file
 
-from idcompress import IntrinsicConfig, get_intrinsic_model
+from idcompress import IntrinsicConfig, get_intrinsic_model, save_checkpoint
 from idcompress.checkpoint.format import load_checkpoint_files
 from idcompress.checkpoint.integrity import (
     IntegrityError,
@@ -98,8 +98,8 @@ def world(tmp_path_factory, minilm_tokenizer) -> dict[str, Path]:
         label_names=LABELS))
     with torch.no_grad():
         tuned.theta_d.copy_(torch.randn(tuned.theta_d.shape, generator=g))
-    w["ckpt"] = tuned.save_pretrained(root / "ckpt")
-    w["single"] = tuned.save_pretrained(root / "tuned.idc.safetensors", single_file=True)
+    w["ckpt"] = save_checkpoint(tuned, root / "ckpt")
+    w["single"] = save_checkpoint(tuned, root / "tuned.idc.safetensors", single_file=True)
 
     w["run"] = root / "run"  # stopped after 4 steps: state at step 4, epoch 1 evaluated
     assert main(finetune_args(w, w["run"], "--epochs", "2", "--save-every", "2",
@@ -689,11 +689,11 @@ LIGHT_WRITER = PAUSE + textwrap.dedent("""
 #: a whole ``save_pretrained(overwrite=True)`` of a changed model (B = A + 1)
 MODEL_WRITER = PAUSE + textwrap.dedent("""
     import torch
-    from idcompress.tuners import IntrinsicModel
+    from idcompress.tuners import IntrinsicModel, save_checkpoint
     model = IntrinsicModel.from_pretrained(sys.argv[1])
     with torch.no_grad():
         model.theta_d.add_(1.0)
-    model.save_pretrained(sys.argv[1], overwrite=True)
+    save_checkpoint(model, sys.argv[1], overwrite=True)
 """)
 
 
@@ -718,7 +718,7 @@ def _check_after_kill(ckpt: Path, mode: str, old, tmp_path: Path) -> None:
     assert torch.equal(files.theta_d, expected)  # fallback: the overwrite never happened
     from idcompress.tuners import IntrinsicModel
 
-    IntrinsicModel.from_pretrained(ckpt).save_pretrained(ckpt, overwrite=True)
+    save_checkpoint(IntrinsicModel.from_pretrained(ckpt), ckpt, overwrite=True)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt.")]  # cleaned
 
 
@@ -807,7 +807,7 @@ def test_v1_checkpoints_load_with_a_one_line_notice(name, capsys):
     path = FIXTURES / name
     with pytest.warns(IntegrityNotice, match="no integrity digest .*previous format") as rec:
         files = load_checkpoint_files(path)
-    assert files.config.digest is None and "\n" not in str(rec[0].message)
+    assert files.config.get("digest") is None and "\n" not in str(rec[0].message)
     capsys.readouterr()
     assert main(["info", str(path)]) == 0
     out, err = capsys.readouterr()
@@ -822,8 +822,8 @@ def test_saved_bytes_are_reproducible(world, tmp_path):
     model = IntrinsicModel.from_pretrained(world["ckpt"])
     digests = set()
     for i in range(4):
-        model.save_pretrained(tmp_path / f"s{i}.idc.safetensors", single_file=True)
-        model.save_pretrained(tmp_path / f"d{i}")
+        save_checkpoint(model, tmp_path / f"s{i}.idc.safetensors", single_file=True, overwrite=True)
+        save_checkpoint(model, tmp_path / f"d{i}", overwrite=True)
         digests.add(tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in (
             tmp_path / f"s{i}.idc.safetensors", tmp_path / f"d{i}" / "adapter_config.json",
             tmp_path / f"d{i}" / "adapter_model.safetensors")))
@@ -831,7 +831,7 @@ def test_saved_bytes_are_reproducible(world, tmp_path):
     assert world["ckpt"].joinpath("adapter_model.safetensors").read_bytes() == \
         (tmp_path / "d0" / "adapter_model.safetensors").read_bytes()
     single, folder = load_checkpoint_files(tmp_path / "s0.idc.safetensors"), load_checkpoint_files(tmp_path / "d0")
-    assert single.config.digest == folder.config.digest  # one digest for both forms
+    assert single.config.get("digest") == folder.config.get("digest")  # one digest for both forms
 
 
 # ------------------------------------------------------------------------------ training runs
@@ -865,7 +865,7 @@ def test_resume_cleans_temp_files_and_never_duplicates_history(world, tmp_path, 
     assert not {n for n in names if n.endswith(".tmp")} and ".idcompress.lock" not in names
     assert [p.name for p in (out / "state").iterdir()] != ["step_00000099"]
     assert not (out / "state" / "step_00000099").exists()
-    assert load_checkpoint_files(out / "checkpoint").config.digest
+    assert load_checkpoint_files(out / "checkpoint").config.get("digest")
 
 
 def test_overwrite_starts_anew_and_replaces_the_run(world, tmp_path):
@@ -875,7 +875,7 @@ def test_overwrite_starts_anew_and_replaces_the_run(world, tmp_path):
     assert [h["epoch"] for h in history] == [1]
     assert not (out / "state").exists()  # the old run's state went
     assert json.loads((out / "options.json").read_text())["epochs"] == 1
-    assert load_checkpoint_files(out / "checkpoint").config.digest
+    assert load_checkpoint_files(out / "checkpoint").config.get("digest")
 
 
 def test_empty_texts_are_dropped_and_counted(tmp_path, capsys):

@@ -271,7 +271,7 @@ def test_load_checkpoint_files_reads_without_model(saved):
     files = load_checkpoint_files(ckpt)
     assert files.config == json.loads((ckpt / "adapter_config.json").read_text())
     assert files.config["d"] == 77 and files.theta_d.shape == (77,) and files.said_lambda is None
-    assert files.theta_d.dtype == torch.float32 and files.source == str(ckpt / "adapter_config.json")
+    assert files.theta_d.dtype == torch.float32 and files.source == str(ckpt)
     assert files.layout_names[0] == "bert.embeddings.word_embeddings.weight"
     assert len(files.layout_names) == files.config["num_tensors"]
     with warnings.catch_warnings():

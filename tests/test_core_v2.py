@@ -143,9 +143,9 @@ def test_recompute_saves_recipes_instead_of_composed_weights(monkeypatch):
     class Counting(compose._Recipe):
         __slots__ = ()
 
-        def __init__(self, index, t):
+        def __init__(self, index, t, source=None):
             made.append(index)
-            super().__init__(index, t)
+            super().__init__(index, t, source)
 
     monkeypatch.setattr(compose, "_Recipe", Counting)
     base = tiny_llama().train()

@@ -153,9 +153,11 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data, tiny_model, uninter
     assert not (part / "checkpoint").exists() and not (part / "metrics.json").exists()
     states = sorted(p.name for p in (part / "state").iterdir())
     assert states == [f"step_{stop_at:08d}"]  # older states pruned
-    # the state holds θ_d and λ, not the frozen base
+    # the state holds θ_d, λ and the buffers, not the frozen base's parameters
     weights = load_file(str(part / "state" / states[0] / "model.safetensors"))
-    assert sorted(k.rsplit(".", 2)[-2] for k in weights) == ["intrinsic_lambda", "intrinsic_theta_d"]
+    assert {k for k in weights if "intrinsic" in k} == {
+        "base_model.intrinsic_layer.intrinsic_theta_d.default", "base_model.intrinsic_layer.intrinsic_lambda.default"}
+    assert not any(k.endswith(".weight") for k in weights)
     # epoch 1 was evaluated in both cases: a stop on an epoch's last step waits for its evaluation
     assert len((part / "metrics.jsonl").read_text().splitlines()) == 1
 
@@ -269,7 +271,6 @@ def test_bf16_mixed_precision_intrinsic(tmp_path, data, tiny_model):
            *tiny_args(tiny_model, data, out, "--epochs", "1", "--mixed-precision", "bf16")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "processes: 2 (world size" in proc.stdout + proc.stderr
     final = json.loads((out / "metrics.json").read_text())
     assert final["options"]["mixed_precision"] == "bf16"
     assert final["reload_score"] == final["score"]
@@ -410,6 +411,7 @@ def test_accelerate_launch_two_processes(tmp_path, data, tiny_model):
                                           "--batch-size", "8")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes: 2 (world size" in proc.stdout + proc.stderr
     final = json.loads((out / "metrics.json").read_text())
     assert final["steps"] == 6  # 48 rows / (8 per process × 2 processes) × 2 epochs
     assert final["reload_score"] == final["score"]

@@ -61,9 +61,10 @@ def test_single_file_checkpoint_in_a_hub_snapshot(make_tuned, logits, tmp_path, 
 
 def test_peft_loads_a_repo_id_from_the_cache(base_dir, make_tuned, logits, tmp_path):
     pytest.importorskip("peft")
-    import idcompress.checkpoint.peft_compat  # noqa: F401  (registers INTRINSIC with PEFT)
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
+
+    import idcompress  # noqa: F401  (registers INTRINSIC with PEFT once peft is imported)
 
     model = make_tuned()
     model.save_pretrained(tmp_path / "ckpt")

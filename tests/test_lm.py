@@ -349,12 +349,12 @@ def test_push_uploads_checkpoint_and_card(fake_hub, capsys):
     assert 'PeftModel.from_pretrained(base, "me/minilm-sentiment")' in card
 
 
-def test_finetune_push_to_hub_with_score(fake_hub, tmp_path, lm_files, tiny_gpt2):
+def test_finetune_push_to_hub_with_score(fake_hub, tmp_path, lm_files, tiny_gpt2, capsys):
     out = tmp_path / "run"
-    with pytest.warns(UserWarning, match="local folder"):  # the card leaves base_model out
-        assert run_cli(lm_args("text/causal-lm", tiny_gpt2, lm_files, "text", out, "--epochs",
-                               "1", "--dim", "300", "--no-report", "--num-samples", "0",
-                               "--push-to-hub", "me/tiny-gpt2-lm")) == 0
+    assert run_cli(lm_args("text/causal-lm", tiny_gpt2, lm_files, "text", out, "--epochs",
+                           "1", "--dim", "300", "--no-report", "--num-samples", "0",
+                           "--push-to-hub", "me/tiny-gpt2-lm")) == 0
+    assert "local folder" in capsys.readouterr().err  # the card leaves base_model out, and says so
     final = json.loads((out / "metrics.json").read_text())
     assert final["hub_url"].endswith("me/tiny-gpt2-lm/commit/1")
     meta = _card_yaml(fake_hub.uploaded["README.md"].decode())

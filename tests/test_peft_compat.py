@@ -250,6 +250,12 @@ def test_layout_mismatch_and_bad_vectors_are_refused(base_dir, save_tuned, tmp_p
         meta = f.metadata()
     tensors["theta_d"][5] = float("nan")
     save_file(tensors, str(ckpt / "adapter_model.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="integrity"):  # the digest catches the edit first
+        PeftModel.from_pretrained(fresh_base(base_dir), str(ckpt))
+    from idcompress.checkpoint.format import with_digest
+
+    cfg = with_digest(json.loads((ckpt / "adapter_config.json").read_text()), tensors)
+    (ckpt / "adapter_config.json").write_text(json.dumps(cfg))  # a consistent file holding a NaN
     with pytest.raises(ValueError, match="NaN"):
         PeftModel.from_pretrained(fresh_base(base_dir), str(ckpt))
 

@@ -41,15 +41,15 @@ def checkpoint_info(path_or_id: str, revision: str | None = None, force: bool = 
     n_theta = files.theta_d.numel()
     n_lambda = 0 if files.said_lambda is None else files.said_lambda.numel()
     stored = n_theta + n_lambda
-    bits = BITS[cfg.get("vector_dtype", "float32")]
-    whole = cfg.get("include") is None and cfg.get("exclude") is None
-    base_bytes = 4 * cfg["D"]
+    bits = BITS[cfg.vector_dtype]
+    whole = cfg.include is None and cfg.exclude is None
+    base_bytes = 4 * cfg.D
     return {
         "checkpoint": str(path),
         "form": "directory" if path.is_dir() else "single-file",
         "files": [f.name for f in own],
-        "projection": cfg.get("projection"),
-        "d": cfg.get("d"),
+        "projection": cfg.projection,
+        "d": cfg.d,
         "theta_d_numbers": n_theta,
         "said_lambda_numbers": n_lambda,
         "seed": cfg.seed,

@@ -384,13 +384,14 @@ def _train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     run = _Run()
     load_kwargs = {}
     if built.method == "intrinsic":
-        # the saved state holds θ_d and λ only: the frozen base is rebuilt from the checkpoint's
-        # base, not copied into every state folder (90 MB each for MiniLM)
-        trainable = {n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+        # the saved state holds θ_d, λ and the buffers: the frozen parameters are the base's, not
+        # copied into every state folder (90 MB each for MiniLM)
+        frozen = {n for n, p in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False)
+                  if not p.requires_grad}
 
         def _only_trainable(models, weights, output_dir):
             for i, w in enumerate(weights):
-                weights[i] = {k: v for k, v in w.items() if k in trainable}
+                weights[i] = {k: v for k, v in w.items() if k not in frozen}
 
         accelerator.register_save_state_pre_hook(_only_trainable)
         load_kwargs = {"strict": False}
