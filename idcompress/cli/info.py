@@ -77,7 +77,7 @@ def checkpoint_info(path_or_id: str, revision: str | None = None, force: bool = 
                  "the checkpoint does not record how many)"
         ),
         "compression_ratio": base_bytes / ckpt_bytes,
-        "idcompress_version": cfg.get("idcompress_version"),
+        "idcompress_version": cfg.idcompress_version,
     }
 
 
