@@ -19,7 +19,9 @@ Memory (``recompute=True``): autograd would keep every composed θ_t alive until
 matmul saves its weight for the input gradient). With ``recompute`` the module's forward runs
 under ``saved_tensors_hooks`` that store a recipe (which tensor, which view) instead of any saved
 tensor living in a composed weight's storage, and recompose it when backward asks for it. Cost:
-one more composition per step. Under ``torch.no_grad`` in eval mode the composed tensors are
+one more composition per step. Large ``nn.Linear`` / ``nn.Embedding`` weights are streamed
+instead (``_StreamedWeight``: row-chunked composition and per-chunk adjoint, only the used rows of
+an embedding), so neither the whole composed weight nor its gradient is ever held. Under ``torch.no_grad`` in eval mode the composed tensors are
 cached until θ_d or λ change (``inference_cache``), so generation does not recompose per token.
 """
 
