@@ -288,12 +288,14 @@ def streamed(monkeypatch):
     return calls
 
 
-def _streamed_run(make, projection, mode, steps=0, padding_idx=None, ids=IDS):
+def _streamed_run(make, projection, mode, steps=0, padding_idx=None, ids=IDS, checkpointing=False):
     """Logits, θ_d's and λ's gradients (or θ_d after ``steps`` AdamW steps) in ``mode``: ``keep``,
     or ``stream`` (recompute, every Linear/Embedding weight streamed)."""
     base = make().train()
     if padding_idx is not None:
         base.get_input_embeddings().padding_idx = padding_idx
+    if checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = get_intrinsic_model(base, IntrinsicConfig(d=300, projection=projection, task_type="CAUSAL_LM"))
     composer = model.base_model.composer
     composer.recompute, composer.stream_min_numel = mode == "stream", 0
@@ -360,3 +362,41 @@ def test_streaming_only_for_large_weights_and_not_with_scale_grad_by_freq(stream
     model(input_ids=IDS, labels=IDS).loss.backward()
     assert streamed == ["_StreamedLinear"]
     assert torch.allclose(model.theta_d.grad, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_streamed_under_gradient_checkpointing(streamed):
+    """Checkpointing's own saved-tensor hooks still see what the recipe hooks do not turn into
+    recipes (else checkpointing would keep the activations it means to drop); same gradients."""
+    ref = _streamed_run(tiny_llama, "said", "keep")
+    got = _streamed_run(tiny_llama, "said", "stream", checkpointing=True)
+    assert "_StreamedEmbedding" in streamed and "_StreamedLinear" in streamed
+    _close(got, ref)
+
+
+def test_recipe_hooks_pass_other_tensors_to_the_outer_hooks(monkeypatch):
+    """Under hooks already active (checkpointing's), recompute packs only the composed weights
+    into recipes; every other saved tensor still reaches the outer hooks."""
+    from idcompress.tuners import compose
+
+    recipes = []
+
+    class Counting(compose._Recipe):
+        __slots__ = ()
+
+        def __init__(self, index, t):
+            recipes.append(index)
+            super().__init__(index, t)
+
+    monkeypatch.setattr(compose, "_Recipe", Counting)
+    model = get_intrinsic_model(tiny_llama().train(), IntrinsicConfig(d=300, task_type="CAUSAL_LM"))
+    nudge(model)
+    seen = {}
+    for recompute in (False, True):
+        model.base_model.recompute = recompute
+        packed = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, packed=packed: packed.append(1) or t,
+                                                      lambda t: t):
+            loss = model(input_ids=IDS, labels=IDS).loss
+        loss.backward()
+        seen[recompute] = len(packed)
+    assert recipes and seen[True] == seen[False] - len(recipes)

@@ -87,6 +87,15 @@ class _Recipe:
         self.index, self.size, self.stride, self.offset = index, t.size(), t.stride(), t.storage_offset()
 
 
+class _Outer:
+    """A saved tensor packed by the hooks that were active before the recipe hooks."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, packed):
+        self.packed = packed
+
+
 class Composer:
     """Composes the layout's tensors into their modules while those modules run (see module doc).
 
@@ -213,15 +222,20 @@ class Composer:
 
     def _recipe_hooks(self, composed):
         storages = {t.untyped_storage().data_ptr(): i for i, t in composed if t.numel()}
+        # hooks already active (non-reentrant gradient checkpointing's): every tensor that is not a
+        # recipe goes through them, or checkpointing would keep what it means to drop
+        outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
 
         def pack(t):
             if t.numel() and t.device.type != "meta":
                 i = storages.get(t.untyped_storage().data_ptr())
                 if i is not None:
                     return _Recipe(i, t)
-            return t
+            return t if outer is None else _Outer(outer[0](t))
 
         def unpack(obj):
+            if isinstance(obj, _Outer):
+                return outer[1](obj.packed)
             if not isinstance(obj, _Recipe):
                 return obj
             with torch.no_grad():
