@@ -400,3 +400,37 @@ def test_recipe_hooks_pass_other_tensors_to_the_outer_hooks(monkeypatch):
         loss.backward()
         seen[recompute] = len(packed)
     assert recipes and seen[True] == seen[False] - len(recipes)
+
+
+def test_streamed_minilm_word_embedding_matches_keep(minilm_path):
+    """MiniLM at the default threshold: only the word embedding (30522 × 384, padding_idx 0) is
+    streamed; logits and gradients equal the keep path's to float32 round-off."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging
+
+    from idcompress.tuners import compose
+
+    logging.set_verbosity_error()
+    torch.manual_seed(0)
+    ids = torch.randint(1, 30000, (4, 32))
+    ids[:, -5:] = 0  # the padding id, used
+    labels = torch.tensor([0, 1, 1, 0])
+    res = {}
+    for recompute in (False, True):
+        torch.manual_seed(0)  # the same new head in both
+        base = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
+        model = get_intrinsic_model(base, IntrinsicConfig(d=1000, task_type="SEQ_CLS"))
+        model.base_model.recompute = recompute
+        nudge(model, 1.0)
+        model.train()
+        made = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(compose._StreamedWeight, "make", staticmethod(
+                lambda *a, made=made, real=compose._StreamedWeight.make: made.append(a[2]) or real(*a)))
+            torch.manual_seed(0)  # the same dropout masks
+            out = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=labels)
+            out.loss.backward()
+        assert made == ([model.base_model.layout.names.index("bert.embeddings.word_embeddings.weight")]
+                        if recompute else [])
+        res[recompute] = (out.logits.detach(), model.theta_d.grad.clone(), model.said_lambda.grad.clone())
+    _close(res[True], res[False])
