@@ -271,3 +271,166 @@ def test_t5_seq2seq_generates_like_the_merged_model():
     with torch.no_grad():
         assert torch.equal(merged(input_ids=IDS, decoder_input_ids=IDS).logits, logits)
         assert torch.equal(merged.generate(input_ids=IDS, max_new_tokens=6, do_sample=False), tokens)
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """The streamed ops' forwards as they run; Linear/Embedding weights streamed in chunks of 7
+    rows of 16 (a ragged last chunk)."""
+    from idcompress.tuners import compose
+
+    monkeypatch.setattr(compose, "_CHUNK_NUMEL", 16 * 7)
+    calls = []
+    for name in ("_StreamedLinear", "_StreamedEmbedding"):
+        fn = getattr(compose, name)
+        monkeypatch.setattr(fn, "forward", staticmethod(
+            lambda ctx, *a, _f=fn.forward, _n=name: calls.append(_n) or _f(ctx, *a)))
+    return calls
+
+
+def _streamed_run(make, projection, mode, steps=0, padding_idx=None, ids=IDS, checkpointing=False):
+    """Logits, θ_d's and λ's gradients (or θ_d after ``steps`` AdamW steps) in ``mode``: ``keep``,
+    or ``stream`` (recompute, every Linear/Embedding weight streamed)."""
+    base = make().train()
+    if padding_idx is not None:
+        base.get_input_embeddings().padding_idx = padding_idx
+    if checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_intrinsic_model(base, IntrinsicConfig(d=300, projection=projection, task_type="CAUSAL_LM"))
+    composer = model.base_model.composer
+    composer.recompute, composer.stream_min_numel = mode == "stream", 0
+    nudge(model)
+    if steps:
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
+        for _ in range(steps):
+            model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return model.theta_d.detach().clone()
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    lam = None if model.said_lambda is None else model.said_lambda.grad.clone()
+    return out.logits.detach(), model.theta_d.grad.clone(), lam
+
+
+def _close(got, ref):
+    for a, b in zip(got, ref):
+        if b is not None:
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("projection", ["said", "fastfood"])
+def test_streamed_linear_and_embedding_match_the_hook_path(make, projection, streamed):
+    """Streamed (tied) embedding and head: same logits and gradients as composing whole weights."""
+    ref = _streamed_run(make, projection, "keep")
+    assert not streamed
+    got = _streamed_run(make, projection, "stream")
+    assert "_StreamedEmbedding" in streamed and "_StreamedLinear" in streamed
+    _close(got, ref)
+
+
+def test_streamed_embedding_gives_padding_idx_no_gradient(streamed):
+    ids = IDS.clone()
+    ids[:, -1] = 4  # the padding id, so its row is used
+    ref = _streamed_run(tiny_llama, "said", "keep", padding_idx=4, ids=ids)
+    got = _streamed_run(tiny_llama, "said", "stream", padding_idx=4, ids=ids)
+    assert "_StreamedEmbedding" in streamed
+    _close(got, ref)
+
+
+def test_streamed_training_ends_at_the_same_theta(streamed):
+    ref = _streamed_run(tiny_llama, "said", "keep", steps=5)
+    got = _streamed_run(tiny_llama, "said", "stream", steps=5)
+    assert len(streamed) == 5 * 16  # per step: the tied embedding, 7 matmuls × 2 layers, the head
+    assert ((got - ref).norm() / ref.norm()).item() < 1e-6
+
+
+def test_streaming_only_for_large_weights_and_not_with_scale_grad_by_freq(streamed):
+    base = tiny_llama().train()
+    base.get_input_embeddings().scale_grad_by_freq = True  # not streamed: the hook path runs it
+    model = get_intrinsic_model(base, IntrinsicConfig(d=300, task_type="CAUSAL_LM"))
+    nudge(model)
+    model(input_ids=IDS, labels=IDS).loss.backward()
+    ref = model.theta_d.grad.clone()
+    model.theta_d.grad = None
+    model.base_model.recompute = True
+    model(input_ids=IDS, labels=IDS).loss.backward()
+    assert streamed == []  # every weight of the tiny model is under the default threshold
+    model.theta_d.grad = None
+    model.base_model.composer.stream_min_numel = 96 * 16  # the tied embedding/head only
+    model(input_ids=IDS, labels=IDS).loss.backward()
+    assert streamed == ["_StreamedLinear"]
+    assert torch.allclose(model.theta_d.grad, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_streamed_under_gradient_checkpointing(streamed):
+    """Checkpointing's own saved-tensor hooks still see what the recipe hooks do not turn into
+    recipes (else checkpointing would keep the activations it means to drop); same gradients."""
+    ref = _streamed_run(tiny_llama, "said", "keep")
+    got = _streamed_run(tiny_llama, "said", "stream", checkpointing=True)
+    assert "_StreamedEmbedding" in streamed and "_StreamedLinear" in streamed
+    _close(got, ref)
+
+
+def test_recipe_hooks_pass_other_tensors_to_the_outer_hooks(monkeypatch):
+    """Under hooks already active (checkpointing's), recompute packs only the composed weights
+    into recipes; every other saved tensor still reaches the outer hooks."""
+    from idcompress.tuners import compose
+
+    recipes = []
+
+    class Counting(compose._Recipe):
+        __slots__ = ()
+
+        def __init__(self, index, t):
+            recipes.append(index)
+            super().__init__(index, t)
+
+    monkeypatch.setattr(compose, "_Recipe", Counting)
+    model = get_intrinsic_model(tiny_llama().train(), IntrinsicConfig(d=300, task_type="CAUSAL_LM"))
+    nudge(model)
+    seen = {}
+    for recompute in (False, True):
+        model.base_model.recompute = recompute
+        packed = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, packed=packed: packed.append(1) or t,
+                                                      lambda t: t):
+            loss = model(input_ids=IDS, labels=IDS).loss
+        loss.backward()
+        seen[recompute] = len(packed)
+    assert recipes and seen[True] == seen[False] - len(recipes)
+
+
+def test_streamed_minilm_word_embedding_matches_keep(minilm_path):
+    """MiniLM at the default threshold: only the word embedding (30522 × 384, padding_idx 0) is
+    streamed; logits and gradients equal the keep path's to float32 round-off."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging
+
+    from idcompress.tuners import compose
+
+    logging.set_verbosity_error()
+    torch.manual_seed(0)
+    ids = torch.randint(1, 30000, (4, 32))
+    ids[:, -5:] = 0  # the padding id, used
+    labels = torch.tensor([0, 1, 1, 0])
+    res = {}
+    for recompute in (False, True):
+        torch.manual_seed(0)  # the same new head in both
+        base = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
+        model = get_intrinsic_model(base, IntrinsicConfig(d=1000, task_type="SEQ_CLS"))
+        model.base_model.recompute = recompute
+        nudge(model, 1.0)
+        model.train()
+        made = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(compose._StreamedWeight, "make", staticmethod(
+                lambda *a, made=made, real=compose._StreamedWeight.make: made.append(a[2]) or real(*a)))
+            torch.manual_seed(0)  # the same dropout masks
+            out = model(input_ids=ids, attention_mask=(ids != 0).long(), labels=labels)
+            out.loss.backward()
+        assert made == ([model.base_model.layout.names.index("bert.embeddings.word_embeddings.weight")]
+                        if recompute else [])
+        res[recompute] = (out.logits.detach(), model.theta_d.grad.clone(), model.said_lambda.grad.clone())
+    _close(res[True], res[False])

@@ -214,7 +214,9 @@ class IntrinsicModel(BaseTuner):
 
     @property
     def recompute(self) -> bool:
-        """Recompose weights in backward instead of keeping them (less memory, one more composition)."""
+        """Recompose weights in backward instead of keeping them (less memory, one more composition);
+        large ``nn.Linear`` / ``nn.Embedding`` weights are streamed in row chunks (docs/design.md,
+        "Memory")."""
         return self.composer.recompute
 
     @recompute.setter
