@@ -1,0 +1,159 @@
+"""The Triton Fastfood kernels on the CPU, under ``TRITON_INTERPRET=1`` (set here, before triton is
+imported): the generator bit for bit against ``rng`` and the numba kernels, and the range
+operations against the numba and torch references. Skipped when triton is not installed
+(``pip install -e ".[gpu]"``)."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+triton = pytest.importorskip("triton", reason="triton not installed (pip install -e '.[gpu]')")
+numba = pytest.importorskip("numba")
+
+from idcompress.projection import fastfood_triton as ft  # noqa: E402
+from idcompress.projection import rng  # noqa: E402
+from idcompress.projection.fastfood import FastfoodProjection  # noqa: E402
+
+if not ft.interpreting():  # pragma: no cover - triton imported earlier without the interpreter
+    pytest.skip("TRITON_INTERPRET was not set before triton was imported", allow_module_level=True)
+
+# (d, D): n = 128 with a partial last block, n = 8, K·n = D + 7; slow (the interpreter runs
+# programs one after another, ~1 ms each): K = 1, n = 1 with K = 37, n = 512 with K = 10
+_slow = pytest.mark.slow
+SHAPES = [(100, 1000), (5, 40), (1024, 3 * 1024 + 7), pytest.param(7, 7, marks=_slow),
+          pytest.param(1, 37, marks=_slow), pytest.param(300, 5000, marks=_slow)]
+
+
+def _ranges(n: int, D: int) -> list[tuple[int, int]]:
+    """Whole D, ranges that start and end mid-block, one element, the last (partial) block,
+    block-aligned, inside one block."""
+    cand = [
+        (0, D), (D // 2, D // 2 + 1),
+        (min(D - 1, n // 2 + 1), min(D, 2 * n + n // 3 + 1)),
+        ((D - 1) // n * n, D),
+        (min(n, D - 1), min(D, 2 * n)),
+        (min(D - 1, n + 1), min(D, n + max(2, n // 2))),
+        (3 % D, D - 2 if D > 4 else D),
+    ]
+    return sorted({(a, b) for a, b in cand if 0 <= a < b <= D})
+
+
+def _randn(n, seed):
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed))
+
+
+def _rel(a, b) -> float:
+    den = b.double().norm().item()
+    return (a.double() - b.double()).norm().item() / (den if den > 0 else 1.0)
+
+
+def _pair(d, D, seed=0):
+    ref = FastfoodProjection(d, D, seed=seed, backend="numba")
+    tri = FastfoodProjection(d, D, seed=seed, backend="triton")
+    assert tri.active_backend() == "triton" and ref.active_backend() == "numba"
+    return ref, tri
+
+
+def test_bits_bit_identical_to_rng():
+    for seed, stream in [(0, "fastfood/G"), (7, "fastfood/perm"), (123, "init/x")]:
+        key = rng.stream_key(seed, stream)
+        idx = torch.cat([torch.arange(0, 3000), torch.tensor([2**31 - 1, 2**31, 2**32 - 1, 2**32,
+                                                              2**32 + 5, 2**40 + 7, 2**62 + 3])])
+        assert torch.equal(ft.bits(key, idx), rng.bits(key, idx))
+
+
+@pytest.mark.parametrize("d, D", SHAPES + [(9000, 20_000), pytest.param(20_000, 70_000, marks=_slow)])
+def test_block_tables_bit_identical_to_numba_and_torch(d, D):
+    ref, tri = _pair(d, D, seed=3)
+    tor = FastfoodProjection(d, D, seed=3, backend="torch")
+    ks = sorted({0, ref.K // 2, ref.K - 1})
+    for k in ks:
+        perm, g, sc = ft.block_tables(tri._tplan, k, k + 1, "cpu")
+        g_n, p_n, s_n = ref._plan.block_tables(k)
+        assert torch.equal(perm[0].long(), torch.from_numpy(p_n.astype("int64")))
+        assert torch.equal(g[0], torch.from_numpy(g_n))
+        assert sc[0].item() == s_n
+        p_t, gs_t = tor._tables(k, k + 1, "cpu")
+        assert torch.equal(perm.long(), p_t)
+        g_t = rng.to_normal(rng.bits(tor._g_key, k * tor.n + torch.arange(tor.n)))
+        assert torch.equal(g[0], g_t)  # the unscaled normals, bit for bit
+        assert _rel(g * sc[:, None], gs_t) < 1e-6  # the scale: float64 here, float32 there
+
+
+@pytest.mark.parametrize("d, D", SHAPES)
+def test_range_apply_and_adjoint_match_numba_and_torch(d, D):
+    ref, tri = _pair(d, D, seed=1)
+    tor = FastfoodProjection(d, D, seed=1, backend="torch")
+    x = _randn(d, 0)
+    u = ref.prepare(x)
+    assert torch.equal(tri.prepare(x), u)
+    px = ref.apply(x)
+    rms = px.double().norm().item() / D**0.5
+    for i, (a, b) in enumerate(_ranges(ref.n, D)):
+        t0, g = _randn(b - a, 10 + i), _randn(b - a, 50 + i)
+        for scale in ((1.0, -0.37)[i % 2],):
+            want = ref.range_apply(u, a, b, t0, scale)
+            got = tri.range_apply(u, a, b, t0, scale)
+            assert _rel(got, want) < 1e-5
+            assert _rel(got - t0, want - t0) < 1e-5, (a, b)  # the projection part alone
+            assert _rel(tri.range_apply(u, a, b, None, scale), tor.range_apply(u, a, b, None, scale)) < 1e-5
+            out = t0.clone()
+            assert tri.range_apply(u, a, b, out, scale, out=out) is out
+            assert _rel(out, want) < 1e-5
+            gu_n, dot_n = ref.range_adjoint(g, a, b, scale, u)
+            gu_t, dot_t = tor.range_adjoint(g, a, b, scale, u)
+            gu, dot = tri.range_adjoint(g, a, b, scale, u)
+            assert gu.dtype == torch.float32 and gu.shape == (ref.n,)
+            assert _rel(gu, gu_n) < 1e-5 and _rel(gu, gu_t) < 1e-5
+            want_dot = (g.double() * px[a:b].double()).sum().item()
+            tol = 1e-5 * g.double().norm().item() * (px[a:b].double().norm().item() ** 2 + (b - a) * rms**2) ** 0.5
+            assert abs(dot - dot_n) <= tol and abs(dot - want_dot) <= tol
+            gu0, none = tri.range_adjoint(g, a, b, scale)
+            assert none is None and torch.equal(gu0, gu)
+        assert _rel(tri.prepare_adjoint(gu), ref.prepare_adjoint(gu_n)) < 1e-5
+
+
+@pytest.mark.parametrize("d, D", [(100, 1000), pytest.param(1, 37, marks=_slow),
+                                  pytest.param(300, 5000, marks=_slow)])
+def test_whole_d_operations_and_gradient_match_numba(d, D):
+    ref, tri = _pair(d, D, seed=2)
+    x = _randn(d, 1).requires_grad_()
+    y = _randn(D, 2)
+    px = tri.apply(x)
+    assert _rel(px, ref.apply(x.detach())) < 1e-5
+    (px * y).sum().backward()
+    assert _rel(x.grad, ref.adjoint(y)) < 1e-5
+    assert _rel(tri.adjoint(y), ref.adjoint(y)) < 1e-5
+    t0 = _randn(D, 3)
+    off, lam = [0, D // 3, D], [0.5, -2.0]
+    assert _rel(tri.apply_add(x.detach(), t0, off, lam), ref.apply_add(x.detach(), t0, off, lam)) < 1e-5
+    g_t, dots_t = tri.adjoint_said(y, x.detach(), off, lam)
+    g_n, dots_n = ref.adjoint_said(y, x.detach(), off, lam)
+    assert _rel(g_t, g_n) < 1e-5 and _rel(dots_t, dots_n) < 1e-5
+    assert tri.state_bytes() == ref.state_bytes()  # B only: no tables
+
+
+def test_any_theta0_dtype_math_in_float32():
+    d, D = 50, 300
+    ref, tri = _pair(d, D)
+    u = ref.prepare(_randn(d, 0))
+    a, b = 70, 250
+    t0 = _randn(b - a, 1)
+    want = ref.range_apply(u, a, b, t0, 0.5)
+    for dtype in (torch.bfloat16, torch.float16, torch.float64):
+        out = torch.empty(b - a, dtype=dtype)
+        ft.range_forward(tri._tplan, u, a, b, t0.to(dtype), 0.5, out)
+        exact = t0.to(dtype).float() + (want - t0)  # θ₀ as stored, plus the float32 projection
+        tol = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float64: 1e-6}[dtype]
+        assert _rel(out, exact.to(dtype)) < tol, dtype
+
+
+def test_backend_selection():
+    P = FastfoodProjection(10, 100)
+    assert P.active_backend() == "numba"  # auto on the CPU: numba, even under the interpreter
+    assert FastfoodProjection(10, 100, backend="torch").active_backend() == "torch"
+    T = FastfoodProjection(10, 100, backend="triton")
+    assert T.active_backend() == "triton" and T.perm is None
