@@ -47,8 +47,9 @@ MAX_N = 1 << 15
 
 
 def interpreting() -> bool:
-    """Whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether these kernels run through Triton's CPU interpreter (``TRITON_INTERPRET=1`` was set
+    when this module was imported: ``triton.jit`` decides then)."""
+    return _INTERPRETED
 
 
 # ---- the counter RNG, in uint32 -------------------------------------------------------------
@@ -180,6 +181,14 @@ def _range_adjoint_kernel(g_ptr, u_ptr, gu_ptr, dot_ptr, start, stop, kb0, scale
         up = tl.load(u_ptr + perm)
         t = tl.sum((v * up).to(tl.float64), axis=0)
         tl.store(dot_ptr + pid, t * sc.to(tl.float64))
+
+
+try:
+    from triton.runtime.interpreter import InterpretedFunction as _Interp
+
+    _INTERPRETED = isinstance(_range_forward_kernel, _Interp)
+except ImportError:  # pragma: no cover - a triton without the interpreter module
+    _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 # ---- host side ------------------------------------------------------------------------------
