@@ -157,3 +157,47 @@ def test_backend_selection():
     assert FastfoodProjection(10, 100, backend="torch").active_backend() == "torch"
     T = FastfoodProjection(10, 100, backend="triton")
     assert T.active_backend() == "triton" and T.perm is None
+
+
+@pytest.mark.parametrize("kind", ["said", pytest.param("fastfood", marks=_slow)])
+def test_gradients_through_a_wrapped_tiny_model_match_numba(kind, monkeypatch):
+    """A tiny BERT wrapped with the Triton backend: the same loss and gradients (θ_d, SAID's λ)
+    as with the numba reference."""
+    import copy
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from idcompress import IntrinsicConfig, get_intrinsic_model
+    from idcompress.tuners import model as tuner_model
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16, num_labels=2)
+    base = BertForSequenceClassification(cfg)
+    ids = torch.randint(0, 60, (3, 8), generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 1])
+    real = tuner_model.make_projection
+    out = {}
+    for backend in ("numba", "triton"):
+        def make(kind_, d, D, seed=0, backend=backend, **kw):
+            if kind_ == "fastfood":
+                kw["backend"] = backend
+            return real(kind_, d, D, seed, **kw)
+
+        monkeypatch.setattr(tuner_model, "make_projection", make)
+        m = get_intrinsic_model(copy.deepcopy(base), IntrinsicConfig(d=100, projection=kind))
+        m.eval()
+        proj = next(mod.projection for mod in m.modules() if hasattr(type(mod), "projection"))
+        assert proj.active_backend() == backend
+        with torch.no_grad():
+            m.theta_d.copy_(torch.linspace(-0.05, 0.05, m.theta_d.numel()))
+        loss = m(input_ids=ids, labels=labels).loss
+        loss.backward()
+        lam = getattr(m, "said_lambda", None)
+        out[backend] = (loss.item(), m.theta_d.grad.clone(),
+                        None if lam is None else lam.grad.clone())
+    (ln, gn, lgn), (lt, gt, lgt) = out["numba"], out["triton"]
+    assert abs(ln - lt) <= 1e-6 * abs(ln)
+    assert _rel(gt, gn) < 1e-5
+    if kind == "said":
+        assert _rel(lgt, lgn) < 1e-5
