@@ -201,3 +201,51 @@ def test_gradients_through_a_wrapped_tiny_model_match_numba(kind, monkeypatch):
     assert _rel(gt, gn) < 1e-5
     if kind == "said":
         assert _rel(lgt, lgn) < 1e-5
+
+
+_AOT = r"""
+import sys, re
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from idcompress.projection import fastfood_triton as ft
+assert not ft.interpreting()
+tgt = GPUTarget("cuda", 90, 32)
+keys = {"gk0": "i64", "gk1": "i64", "pk0": "i64", "pk1": "i64", "n_blocks": "i64"}
+rng_ = {"start": "i64", "stop": "i64", "kb0": "i64", "scale": "fp32", **keys,
+        "N": "constexpr", "NBITS": "constexpr"}
+for n in map(int, sys.argv[1:]):
+    nb, opts = n.bit_length() - 1, {"num_warps": ft._num_warps(n), "enable_fp_fusion": False}
+    for fn, sig, const in [
+        (ft._range_forward_kernel, {"u_ptr": "*fp32", "theta0_ptr": "*bf16", "out_ptr": "*fp32",
+                                    **rng_, "ADD": "constexpr"}, {"ADD": True}),
+        (ft._range_adjoint_kernel, {"g_ptr": "*fp32", "u_ptr": "*fp32", "gu_ptr": "*fp64",
+                                    "dot_ptr": "*fp64", **rng_, "DOT": "constexpr"}, {"DOT": True}),
+    ]:
+        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs={"N": n, "NBITS": nb, **const}),
+                           target=tgt, options=opts)
+        ptx = k.asm["ptx"]
+        assert "fma.rn.f32" not in ptx and "sqrt.approx" not in ptx, (fn, n)
+        assert "sqrt.rn.f64" in ptx and "div.rn.f64" in ptx, (fn, n)
+        if fn is ft._range_adjoint_kernel:
+            assert re.search(r"atom\.global[\w.]*\.add\.f64", ptx), n
+        print("compiled", fn.__name__, n, "cubin" in k.asm)
+"""
+
+
+@pytest.mark.parametrize("ns", [[1024], pytest.param([1, 8, 32768], marks=_slow)])
+def test_kernels_compile_for_sm90_without_a_gpu(ns):
+    """What the interpreter does not check: the kernels go through Triton's GPU compiler (sm_90
+    PTX and cubin, ptxas ships with the wheel) with exact float64 sqrt/division, no float32 FMA
+    and float64 atomics."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    run = subprocess.run([sys.executable, "-c", _AOT, *map(str, ns)], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("compiled") == 2 * len(ns)

@@ -115,8 +115,8 @@ def _fwht(x, N: tl.constexpr, NBITS: tl.constexpr):
     second = (two == 1).to(tl.float32)[None, :, None]
     sign = tl.where(two == 0, 1.0, -1.0)[None, :, None]
     for lvl in tl.static_range(NBITS):
-        h: tl.constexpr = 1 << lvl
-        x3 = tl.reshape(x, (N // (2 * h), 2, h))
+        # the stride h = 2**lvl (a constexpr may not be reassigned inside the unrolled loop)
+        x3 = tl.reshape(x, (N >> (lvl + 1), 2, 1 << lvl))
         a = tl.sum(x3 * first, axis=1)  # x[j]   (exact: the other term is ±0)
         b = tl.sum(x3 * second, axis=1)  # x[j+h]
         x = tl.reshape(a[:, None, :] + sign * b[:, None, :], (N,))
@@ -176,7 +176,7 @@ def _range_adjoint_kernel(g_ptr, u_ptr, gu_ptr, dot_ptr, start, stop, kb0, scale
     y = tl.load(g_ptr + (pos - start), mask=m, other=0.0).to(tl.float32)
     y = _fwht(y, N, NBITS)
     v = y * gk
-    tl.atomic_add(gu_ptr + perm, (scale * (v * sc)).to(tl.float64))
+    tl.atomic_add(gu_ptr + perm, (scale * (v * sc)).to(tl.float64), sem="relaxed")
     if DOT:
         up = tl.load(u_ptr + perm)
         t = tl.sum((v * up).to(tl.float64), axis=0)
