@@ -249,3 +249,10 @@ def test_kernels_compile_for_sm90_without_a_gpu(ns):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("compiled") == 2 * len(ns)
+
+
+def test_triton_backend_builds_no_tables_before_moving():
+    """backend="triton" on the CPU without the interpreter would fall back to the torch path;
+    it builds no tables there (they would be dropped on the move to CUDA anyway)."""
+    P = FastfoodProjection(10, 100, backend="triton")
+    assert P.perm is None and P.gscale is None and P.state_bytes() == P.B.numel() * 4

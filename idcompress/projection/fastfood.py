@@ -150,7 +150,9 @@ class FastfoodProjection(Projection):
             )
         else:
             self._plan = None
-            if self.perm is None and self.K * self.n * 8 <= self._cache_max_bytes:
+            # backend="triton" away from CUDA: no tables (it is on its way to the GPU)
+            if (self.perm is None and self.backend != "triton"
+                    and self.K * self.n * 8 <= self._cache_max_bytes):
                 perm, self.gscale = self._tables(0, self.K, self.device)
                 self.perm = perm.to(torch.int32)
 
