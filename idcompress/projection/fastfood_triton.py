@@ -124,7 +124,11 @@ def _fwht(x, N: tl.constexpr, NBITS: tl.constexpr):
 
 
 # ---- kernels --------------------------------------------------------------------------------
-@triton.jit(do_not_specialize=["k0", "n_blocks"])
+# never specialised (Triton turns an int argument equal to 1 into a constant, a new compile)
+_RUNTIME_ARGS = ["start", "stop", "kb0", "scale", "gk0", "gk1", "pk0", "pk1", "n_blocks"]
+
+
+@triton.jit(do_not_specialize=["k0", "gk0", "gk1", "pk0", "pk1", "n_blocks"])
 def _tables_kernel(perm_ptr, g_ptr, sc_ptr, k0, gk0, gk1, pk0, pk1, n_blocks,
                    N: tl.constexpr, NBITS: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
@@ -137,7 +141,7 @@ def _tables_kernel(perm_ptr, g_ptr, sc_ptr, k0, gk0, gk1, pk0, pk1, n_blocks,
     tl.store(sc_ptr + pid, sc)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["count", "k0", "k1"])
 def _bits_kernel(idx_ptr, out_ptr, count, k0, k1, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < count
@@ -145,7 +149,7 @@ def _bits_kernel(idx_ptr, out_ptr, count, k0, k1, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, _bits(k0.to(tl.uint32), k1.to(tl.uint32), c).to(tl.int64), mask=m)
 
 
-@triton.jit(do_not_specialize=["start", "stop", "kb0", "scale", "n_blocks"])
+@triton.jit(do_not_specialize=_RUNTIME_ARGS)
 def _range_forward_kernel(u_ptr, theta0_ptr, out_ptr, start, stop, kb0, scale,
                           gk0, gk1, pk0, pk1, n_blocks,
                           N: tl.constexpr, NBITS: tl.constexpr, ADD: tl.constexpr):
@@ -163,7 +167,7 @@ def _range_forward_kernel(u_ptr, theta0_ptr, out_ptr, start, stop, kb0, scale,
     tl.store(out_ptr + (pos - start), res.to(out_ptr.dtype.element_ty), mask=m)
 
 
-@triton.jit(do_not_specialize=["start", "stop", "kb0", "scale", "n_blocks"])
+@triton.jit(do_not_specialize=_RUNTIME_ARGS)
 def _range_adjoint_kernel(g_ptr, u_ptr, gu_ptr, dot_ptr, start, stop, kb0, scale,
                           gk0, gk1, pk0, pk1, n_blocks,
                           N: tl.constexpr, NBITS: tl.constexpr, DOT: tl.constexpr):
