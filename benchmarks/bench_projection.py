@@ -14,6 +14,7 @@ with an empty numba cache (JIT compile) and again with the cache filled.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -21,10 +22,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from idcompress.projection.fastfood import FastfoodProjection
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from idcompress.projection import fastfood as fastfood_mod  # noqa: E402
+from idcompress.projection.fastfood import FastfoodProjection  # noqa: E402
+from idcompress.projection.fwht import fwht_legacy  # noqa: E402
 
 MINILM_D = 22_700_000  # ≈ parameters of the packaged MiniLM-L6
 
@@ -44,6 +52,20 @@ def _time_ms(fn, reps: int) -> float:
     return 1e3 * _stat(times)
 
 
+@contextlib.contextmanager
+def _backend_fwht(backend: str):
+    """``torch-old``: the torch path with the previous FWHT (``fwht_legacy``), for comparison."""
+    if backend != "torch-old":
+        yield
+        return
+    saved = fastfood_mod.fwht
+    fastfood_mod.fwht = fwht_legacy
+    try:
+        yield
+    finally:
+        fastfood_mod.fwht = saved
+
+
 def bench(D: int, ds: list[int], backends: list[str], reps: int) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(D, generator=g), torch.randn(D, generator=g)
@@ -54,14 +76,16 @@ def bench(D: int, ds: list[int], backends: list[str], reps: int) -> list[dict]:
     for d in ds:
         x = torch.randn(d, generator=g)
         for backend in backends:
-            t0 = time.perf_counter()
-            P = FastfoodProjection(d, D, seed=0, backend=backend)
-            build_ms = 1e3 * (time.perf_counter() - t0)
-            apply_ms = _time_ms(lambda P=P, x=x: P.apply(x), reps)
-            adjoint_ms = _time_ms(lambda P=P: P.adjoint(a), reps)
-            add_fused_ms = _time_ms(lambda P=P, x=x: P.apply_add(x, b, out=c), reps)
+            with _backend_fwht(backend):
+                t0 = time.perf_counter()
+                P = FastfoodProjection(d, D, seed=0, backend=backend.removesuffix("-old"))
+                build_ms = 1e3 * (time.perf_counter() - t0)
+                apply_ms = _time_ms(lambda P=P, x=x: P.apply(x), reps)
+                adjoint_ms = _time_ms(lambda P=P: P.adjoint(a), reps)
+                add_fused_ms = _time_ms(lambda P=P, x=x: P.apply_add(x, b, out=c), reps)
+            label = "numba" if P.uses_numba() else "torch"
             rows.append({
-                "D": D, "d": d, "backend": "numba" if P.uses_numba() else "torch",
+                "D": D, "d": d, "backend": label + ("-old" if backend == "torch-old" else ""),
                 "apply_ms": apply_ms, "adjoint_ms": adjoint_ms, "apply_add_ms": add_fused_ms,
                 "add_ms": add_ms, "add_out_ms": add_out_ms,
                 "ratio": (apply_ms + adjoint_ms) / add_ms,
@@ -70,6 +94,15 @@ def bench(D: int, ds: list[int], backends: list[str], reps: int) -> list[dict]:
             })
             del P
             print(_fmt(rows[-1]), flush=True)
+        old = [r for r in rows if r["d"] == d and r["D"] == D and r["backend"] == "torch-old"]
+        new = [r for r in rows if r["d"] == d and r["D"] == D and r["backend"] == "torch"]
+        if old and new:
+            o, w = old[-1], new[-1]
+            new[-1]["speedup_vs_torch_old"] = sp = {
+                k: o[k] / w[k] for k in ("apply_ms", "adjoint_ms", "apply_add_ms")
+            }
+            print(f"{'':>11} torch-old / torch: apply {sp['apply_ms']:.2f}×, adjoint "
+                  f"{sp['adjoint_ms']:.2f}×, apply_add {sp['apply_add_ms']:.2f}×", flush=True)
     return rows
 
 
@@ -96,13 +129,13 @@ def fresh_process_times(threads: int) -> dict:
     return out
 
 
-_HEAD = (f"{'D':>11} {'d':>7} {'backend':>7} {'apply ms':>9} {'adjoint ms':>10} "
+_HEAD = (f"{'D':>11} {'d':>7} {'backend':>9} {'apply ms':>9} {'adjoint ms':>10} "
          f"{'apply_add':>9} {'a+b ms':>7} {'(ap+adj)/(a+b)':>14} {'/add(out=)':>10} "
          f"{'B/param':>8} {'build ms':>9}")
 
 
 def _fmt(r: dict) -> str:
-    return (f"{r['D']:>11,} {r['d']:>7} {r['backend']:>7} {r['apply_ms']:>9.1f} "
+    return (f"{r['D']:>11,} {r['d']:>7} {r['backend']:>9} {r['apply_ms']:>9.1f} "
             f"{r['adjoint_ms']:>10.1f} {r['apply_add_ms']:>9.1f} {r['add_ms']:>7.1f} "
             f"{r['ratio']:>14.2f} {r['ratio_out']:>10.2f} {r['state_bytes_per_param']:>8.4f} "
             f"{r['build_ms']:>9.0f}")
@@ -113,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--D", type=int, nargs="+", default=[MINILM_D, 2_000_000])
     ap.add_argument("--d", type=int, nargs="+", default=[1000, 10_000, 100_000])
     ap.add_argument("--backends", nargs="+", default=["numba", "torch"],
-                    choices=["numba", "torch"])
+                    choices=["numba", "torch", "torch-old"],
+                    help="torch-old: the torch path with the previous FWHT (fwht_legacy); "
+                    "with torch, prints the speed-up ratio")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stat", choices=sorted(_STAT), default="median",

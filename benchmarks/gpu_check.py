@@ -8,26 +8,37 @@ safetensors (no ``datasets``, no ``numba``, no installed idcompress: the checkou
    (1…31 bits) on CUDA equal the CPU values; the pinned digests of ``tests/test_rng.py``
    (copied below) hold on the device.
 2. Projections: ``apply`` and ``adjoint`` of dense/sparse/fastfood on the device agree with the CPU
-   (default backend, and Fastfood's torch backend) to ``‖a−b‖/‖b‖ ≤ 1e-5``; the pinned columns
-   ``P e₁`` hold; a small said-wrapped BERT gives the same loss and ``theta_d`` gradient on both.
-3. Step times of full FT, LoRA (r=8, query/value) and idcompress fastfood/said at d = 10³, 10⁴ on a
-   RoBERTa-base-sized model from ``RobertaConfig`` (random weights, 125M parameters), batch
-   16 × 128, fused AdamW. Precision ``--precision autocast`` (default: float32 weights and
-   optimizer, forward under ``torch.autocast(dtype=bfloat16)``) or ``bf16`` (weights in bfloat16).
-   Peak memory is ``torch.cuda.max_memory_allocated`` per method.
+   (default backend — Triton on CUDA when it imports — and Fastfood's torch backend) to
+   ``‖a−b‖/‖b‖ ≤ 1e-5``; the pinned columns ``P e₁`` hold; a small said-wrapped BERT gives the
+   same loss and ``theta_d`` gradient on both.
+   The per-range interface (core v2) of Fastfood, per device backend (``triton``, ``torch``):
+   ``prepare`` / ``range_apply`` / ``range_adjoint`` (with SAID's dot) / ``prepare_adjoint`` on
+   ranges that start and end mid-block, against the CPU reference (numba) to 1e-5; the Triton
+   generator (``fastfood_triton.bits``, ``block_tables``: ``π_k``, ``G_k``, ``s_k``) bit for bit
+   against the CPU's. Then the time of ``range_apply`` + ``range_adjoint`` over all of a
+   125M-parameter D per backend, against a float32 add over D.
+3. Step times of full FT, LoRA (r=8, query/value) and idcompress said at d = 10³, 10⁴ with each
+   Fastfood backend (``said:1000`` runs the default — Triton on CUDA —, ``said:1000@torch`` the
+   torch path) on a RoBERTa-base-sized model from ``RobertaConfig`` (random weights, 125M
+   parameters), batch 32 × 128, fused AdamW. Precision ``--precision autocast`` (default: float32
+   weights and optimizer, forward under ``torch.autocast(dtype=bfloat16)``) or ``bf16`` (weights
+   in bfloat16). Peak memory is ``torch.cuda.max_memory_allocated`` per method.
 
 The exit code is 1 when any correctness check fails (or a timed method crashes), else 0; the
 timing goals are reported, never enforced. ``--device cpu --quick`` exercises the whole script on
 a CPU (a small model, few steps; the CPU-vs-device comparisons are then trivially equal, the
-pinned digests are not).
+pinned digests are not); with ``TRITON_INTERPRET=1`` it runs the Triton checks there too, through
+the interpreter (slow: use ``--quick``).
 
     python benchmarks/gpu_check.py --json gpu_check.json
     python benchmarks/gpu_check.py --device cpu --quick
+    TRITON_INTERPRET=1 python benchmarks/gpu_check.py --device cpu --quick --skip-timing
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -45,7 +56,9 @@ C.set_offline_env()
 
 import torch  # noqa: E402
 
+from idcompress.projection import fastfood as fastfood_mod  # noqa: E402
 from idcompress.projection import make_projection, rng  # noqa: E402
+from idcompress.projection.fastfood import FastfoodProjection  # noqa: E402
 
 # Mirrors tests/test_rng.py (a generator change is a format change: update both).
 GOLDEN_DIGESTS = [
@@ -162,7 +175,116 @@ def check_projections(ck: Checks, dev: torch.device, quick: bool) -> None:
                 ck.add(f"{kind} d={d} D={D} {dev} vs {label}", max(ea, eb) <= REL_TOL,
                        f"apply {ea:.1e}, adjoint {eb:.1e}")
             del p, refs, ref
+    check_range_ops(ck, dev, quick)
     check_adapter(ck, dev)
+
+
+def _device_backends(dev: torch.device) -> list[str]:
+    """The Fastfood backends that run on ``dev``: triton (CUDA with triton, or the CPU under
+    TRITON_INTERPRET=1) and torch."""
+    tk = fastfood_mod._triton_kernels()
+    ok = tk is not None and (dev.type == "cuda" or tk.interpreting())
+    return (["triton"] if ok else []) + ["torch"]
+
+
+def _ranges(n: int, D: int) -> list[tuple[int, int]]:
+    cand = [(0, D), (n // 2 + 1, min(D, 3 * n + n // 3 + 1)), ((D - 1) // n * n, D),
+            (min(n, D - 1), min(D, 2 * n)), (min(D - 1, n + 1), min(D, n + max(2, n // 2))),
+            (D // 3, D - 2), (D // 2, D // 2 + 1)]
+    return sorted({(a, b) for a, b in cand if 0 <= a < b <= D})
+
+
+def check_range_ops(ck: Checks, dev: torch.device, quick: bool) -> None:
+    """Fastfood's per-range interface on the device, per backend, against the CPU reference."""
+    backends = _device_backends(dev)
+    if "triton" not in backends:
+        print(f"skip  triton checks on {dev}: triton missing (pip install -e '.[gpu]') "
+              "or no interpreter on the CPU")
+    else:
+        from idcompress.projection import fastfood_triton as ft
+
+        key = rng.stream_key(5, "fastfood/G")
+        idx = torch.cat([torch.arange(0, 5000), torch.tensor([2**32 - 1, 2**32, 2**40 + 17])])
+        got = ft.bits(key, idx.to(dev)).cpu()
+        ck.add("triton bits == cpu", torch.equal(got, rng.bits(key, idx)), f"{idx.numel()} counters")
+        for d, D in ((100, 5000), (1000, 300_001)) + (() if quick else ((20_000, 2_000_000),)):
+            ref = FastfoodProjection(d, D, seed=0, backend="torch")
+            tri = FastfoodProjection(d, D, seed=0, backend="triton").to(dev)
+            ks = sorted({0, ref.K // 2, ref.K - 1})
+            ok = True
+            for k in ks:
+                perm, g, sc = ft.block_tables(tri._tplan, k, k + 1, dev)
+                p_t, _ = ref._tables(k, k + 1, "cpu")
+                g_t = rng.to_normal(rng.bits(ref._g_key, k * ref.n + torch.arange(ref.n)))
+                ok &= torch.equal(perm.cpu().long(), p_t) and torch.equal(g.cpu()[0], g_t)
+                if fastfood_mod._numba_kernels() is not None:
+                    num = FastfoodProjection(d, D, seed=0, backend="numba")
+                    g_n, p_n, s_n = num._plan.block_tables(k)
+                    ok &= torch.equal(g.cpu()[0], torch.from_numpy(g_n)) and sc.cpu()[0].item() == s_n
+            ck.add(f"triton block tables d={d} D={D}", ok, f"π, G (and s vs numba) of blocks {ks} bit for bit")
+    sizes = [(100, 5000), (1000, 300_001)] if quick else [(100, 5000), (1000, 300_001), (20_000, 2_000_003)]
+    g0 = torch.Generator().manual_seed(1)
+    for d, D in sizes:
+        ref = FastfoodProjection(d, D, seed=0)  # the CPU default (numba when installed)
+        x = torch.randn(d, generator=g0)
+        u_ref = ref.prepare(x)
+        px = ref.apply(x)
+        for backend in backends:
+            P = FastfoodProjection(d, D, seed=0, backend=backend).to(dev)
+            u = P.prepare(x.to(dev))
+            worst = _rel(u, u_ref)
+            for a, b in _ranges(P.n, D):
+                t0, g = torch.randn(b - a, generator=g0), torch.randn(b - a, generator=g0)
+                want = ref.range_apply(u_ref, a, b, t0, 0.5)
+                got = P.range_apply(u, a, b, t0.to(dev), 0.5)
+                gu_r, dot_r = ref.range_adjoint(g, a, b, 0.5, u_ref)
+                gu, dot = P.range_adjoint(g.to(dev), a, b, 0.5, u)
+                scale = float(g.double().norm() * px[a:b].double().norm().clamp_min(1e-30))
+                worst = max(worst, _rel(got - t0.to(dev), want - t0), _rel(gu, gu_r),
+                            abs(dot - dot_r) / max(scale, 1e-30),
+                            _rel(P.prepare_adjoint(gu), ref.prepare_adjoint(gu_r)))
+            ck.add(f"fastfood ranges d={d} D={D} {dev} {backend} vs cpu", worst <= REL_TOL,
+                   f"{len(_ranges(P.n, D))} ranges, worst rel err {worst:.1e}")
+            del P
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def time_range_ops(dev: torch.device, quick: bool) -> list[dict[str, Any]]:
+    """ms of range_apply(θ₀, out=) + range_adjoint(dot) over all of D, per backend and d."""
+    D = 2_000_000 if quick else 124_645_632  # RoBERTa-base
+    a, b = torch.randn(D, device=dev), torch.randn(D, device=dev)
+    out = torch.empty(D, device=dev)
+
+    def ms(fn, reps=3 if quick else 10):
+        fn()
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        _sync(dev)
+        return 1e3 * (time.perf_counter() - t0) / reps
+
+    add_ms = ms(lambda: torch.add(a, b, out=out))
+    rows = []
+    for d in (1000, 10_000):
+        x = torch.randn(d, device=dev)
+        for backend in _device_backends(dev):
+            if backend == "triton" and dev.type == "cpu":
+                continue  # the interpreter: minutes, and no information
+            P = FastfoodProjection(d, D, seed=0, backend=backend).to(dev)
+            u = P.prepare(x)
+            fw = ms(lambda P=P, u=u: P.range_apply(u, 0, D, a, 0.5, out=out))
+            bw = ms(lambda P=P, u=u: P.range_adjoint(b, 0, D, 0.5, u))
+            rows.append({"D": D, "d": d, "backend": backend, "range_apply_ms": fw,
+                         "range_adjoint_ms": bw, "add_out_ms": add_ms, "x_add": (fw + bw) / add_ms})
+            print(f"  range ops D={D:,} d={d:>6} {backend:>6}: apply {fw:7.2f} ms, adjoint {bw:7.2f} ms, "
+                  f"({fw + bw:.2f} ms = {(fw + bw) / add_ms:.1f}× add(out=) {add_ms:.2f} ms)", flush=True)
+            del P
+    return rows
 
 
 def check_adapter(ck: Checks, dev: torch.device) -> None:
@@ -203,40 +325,61 @@ def time_methods(ck: Checks, dev: torch.device, args) -> list[dict[str, Any]]:
         autocast = None  # CPU bf16 autocast is a different benchmark; the CPU run only exercises
     rows = []
     for method in args.methods:
-        name, d = C.parse_method(method)
+        spec, _, backend = method.partition("@")
+        name, d = C.parse_method(spec)
         row: dict[str, Any] = {"method": method, "status": "ok"}
-        try:
-            t0 = time.perf_counter()
-            model = C.build_model(args.model, dtype=dtype)
-            model, info = C.wrap(model, name, d)
-            model = model.to(dev)
-            row.update(info, setup_s=time.perf_counter() - t0)
-            batch = C.make_batch(C.vocab_size(model), args.batch, args.seq, seed=0, device=dev)
-            opt = C.make_optimizer(model, "fused")
-            model.train()
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
-            # the first step sizes the run: a slow method gets fewer timed steps, not a timeout
-            first = sum(C.train_step(model, opt, batch, dev, autocast))
-            steps = max(3, min(args.steps, int(args.seconds_per_method / max(first, 1e-3))))
-            row.update(C.time_steps(model, opt, batch, dev, max(0, args.warmup - 1), steps, autocast),
-                       first_step_ms=1e3 * first, steps_timed=steps)
-            if dev.type == "cuda":
-                row["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-        except C.Refused as e:
-            row.update(status="refused", message=str(e))
-        except Exception as e:
-            row.update(status="error", message=f"{type(e).__name__}: {e}")
-            traceback.print_exc()
-            ck.add(f"step {method}", False, row["message"])
-        finally:
-            model = opt = batch = None  # noqa: F841 - free before the next method
-            gc.collect()
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+        with contextlib.ExitStack() as stack:
+            if backend == "torch":  # the torch path even where the Triton kernels would run
+                stack.enter_context(_no_triton())
+            elif backend:
+                raise ValueError(f"method {method!r}: only '@torch' is known")
+            _time_one(ck, dev, args, method, name, d, dtype, autocast, row)
         rows.append(row)
         print(f"  {method:<16} {row.get('step_ms', float('nan')):8.1f} ms  {row['status']}", flush=True)
     return rows
+
+
+@contextlib.contextmanager
+def _no_triton():
+    saved = fastfood_mod._triton_kernels
+    fastfood_mod._triton_kernels = lambda: None
+    try:
+        yield
+    finally:
+        fastfood_mod._triton_kernels = saved
+
+
+def _time_one(ck, dev, args, method, name, d, dtype, autocast, row) -> None:
+    model = opt = batch = None
+    try:
+        t0 = time.perf_counter()
+        model = C.build_model(args.model, dtype=dtype)
+        model, info = C.wrap(model, name, d)
+        model = model.to(dev)
+        row.update(info, setup_s=time.perf_counter() - t0)
+        batch = C.make_batch(C.vocab_size(model), args.batch, args.seq, seed=0, device=dev)
+        opt = C.make_optimizer(model, "fused")
+        model.train()
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        # the first step sizes the run: a slow method gets fewer timed steps, not a timeout
+        first = sum(C.train_step(model, opt, batch, dev, autocast))
+        steps = max(3, min(args.steps, int(args.seconds_per_method / max(first, 1e-3))))
+        row.update(C.time_steps(model, opt, batch, dev, max(0, args.warmup - 1), steps, autocast),
+                   first_step_ms=1e3 * first, steps_timed=steps)
+        if dev.type == "cuda":
+            row["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    except C.Refused as e:
+        row.update(status="refused", message=str(e))
+    except Exception as e:
+        row.update(status="error", message=f"{type(e).__name__}: {e}")
+        traceback.print_exc()
+        ck.add(f"step {method}", False, row["message"])
+    finally:
+        model = opt = batch = None  # noqa: F841 - free before the next method
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -258,10 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=["autocast", "bf16"], default="autocast")
     ap.add_argument("--model", help="model of the step table (default roberta-base; quick bert-h256-l4)")
     ap.add_argument("--methods", nargs="+",
-                    default=["full", "lora", "fastfood:1000", "fastfood:10000", "said:1000", "said:10000"])
+                    default=["full", "lora", "said:1000", "said:10000", "said:1000@torch",
+                             "said:10000@torch"],
+                    help="KIND:d@torch: the torch Fastfood path instead of the default (Triton on CUDA)")
     ap.add_argument("--steps", type=int, help="timed steps (default 20, quick 2)")
     ap.add_argument("--warmup", type=int, help="untimed steps (default 5, quick 1)")
-    ap.add_argument("--batch", type=int, help="default 16 (quick on CPU: 4)")
+    ap.add_argument("--batch", type=int, help="default 32 (quick on CPU: 4)")
     ap.add_argument("--seq", type=int, help="default 128 (quick on CPU: 64)")
     ap.add_argument("--seconds-per-method", type=float, default=20.0,
                     help="fewer timed steps (at least 3) for methods whose first step is slow")
@@ -276,13 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     args.model = args.model or ("bert-h256-l4" if args.quick else "roberta-base")
     args.steps = args.steps or (2 if args.quick else 20)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
-    args.batch = args.batch or (4 if small else 16)
+    args.batch = args.batch or (4 if small else 32)
     args.seq = args.seq or (64 if small else 128)
     if dev.type == "cuda":
         # TF32 would round the dense projection's entries: compare true float32
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+    tk = fastfood_mod._triton_kernels()
     info = {"torch": torch.__version__, "device": str(dev),
+            "triton": __import__("triton").__version__ if tk is not None else "absent",
+            "fastfood backends": "/".join(_device_backends(dev)),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
     for mod in ("transformers", "peft"):
         info[mod] = __import__(mod).__version__
@@ -291,8 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     ck = Checks()
     ck.run("rng", lambda: check_rng(ck, dev, args.quick))
     ck.run("projections", lambda: check_projections(ck, dev, args.quick))
-    rows, table = [], ""
+    rows, table, range_rows = [], "", []
     if not args.skip_timing:
+        print("# projection range ops over all of D (range_apply with θ₀ and out=, range_adjoint "
+              "with SAID's dot)", flush=True)
+        range_rows = time_range_ops(dev, args.quick)
         prec = ("float32 weights + torch.autocast(bfloat16)" if args.precision == "autocast" and dev.type == "cuda"
                 else "bfloat16 weights" if args.precision == "bf16" else "float32 (no autocast on CPU)")
         print(f"# step times: {args.model}, batch {args.batch}×{args.seq}, {prec}, fused AdamW, "
@@ -307,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"info": info, "args": vars(args), "checks": ck.rows,
-                                               "steps": rows, "markdown": table, "wall_s": wall}, indent=1))
+                                               "steps": rows, "range_ops": range_rows, "markdown": table, "wall_s": wall}, indent=1))
     return 1 if failed else 0
 
 

@@ -40,3 +40,20 @@ def test_fwht_uses_no_high_rank_tensor(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "reshape", spy)
     fwht(torch.randn(4, 1 << 16))
     assert max(seen) <= 4
+
+
+def test_fwht_matches_legacy_and_splits_evenly():
+    from idcompress.projection.fwht import _factor_bits, fwht_legacy
+
+    assert _factor_bits(10, 5) == [5, 5] and _factor_bits(14, 5) == [5, 5, 4]
+    assert _factor_bits(7, 5) == [4, 3] and _factor_bits(17, 5) == [5, 4, 4, 4]
+    g = torch.Generator().manual_seed(1)
+    for k in range(18):  # n = 1 .. 131072
+        n = 1 << k
+        x = torch.randn(max(1, 2**17 // n), n, generator=g)
+        want = fwht_legacy(x.double())
+        torch.testing.assert_close(fwht(x).double(), want, rtol=1e-5, atol=1e-5 * n**0.5)
+        torch.testing.assert_close(fwht(x), fwht_legacy(x), rtol=1e-5, atol=1e-5 * n**0.5)
+    # a non-contiguous input (a transposed view) gives the same transform
+    x = torch.randn(64, 6, generator=g).t()
+    torch.testing.assert_close(fwht(x), fwht(x.contiguous()))

@@ -21,7 +21,11 @@ Backends (same ``P``; results agree to float32 round-off, not to the bit):
   parameter), else regenerated per apply.
 * ``"numba"``: fused CPU kernels (``fastfood_numba``) that regenerate ``π_k`` and ``G_k`` per
   block inside the kernel; the only state is ``B``.
-* ``"auto"`` (default): numba while the projection lives on the CPU and numba imports, else torch.
+* ``"triton"``: fused Triton kernels (``fastfood_triton``, one program per block, ``π_k`` and
+  ``G_k`` regenerated in the kernel, bit-identical to numba's); CUDA tensors, or the CPU under
+  ``TRITON_INTERPRET=1`` (tests). The only state is ``B``.
+* ``"auto"`` (default): numba while the projection lives on the CPU and numba imports, triton on
+  CUDA when triton imports, else torch.
 
 Range operations (``Projection.range_apply`` / ``range_adjoint``, core v2): the blocks are
 independent, so ``(P x)[start:stop]`` needs only the blocks ``start//n … (stop−1)//n``. ``u =
@@ -49,7 +53,7 @@ from .fwht import fwht
 
 FASTFOOD_CACHE_MAX_BYTES = 2**30
 _CHUNK_ELEMS = 2**22
-BACKENDS = ("auto", "torch", "numba")
+BACKENDS = ("auto", "torch", "numba", "triton")
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,6 +64,16 @@ def _numba_kernels() -> ModuleType | None:
     except ImportError:
         return None
     return fastfood_numba
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_kernels() -> ModuleType | None:
+    """The Triton kernel module, or None when triton does not import (imported on first use)."""
+    try:
+        from . import fastfood_triton
+    except ImportError:
+        return None
+    return fastfood_triton
 
 
 def fastfood_shape(d: int, D: int) -> tuple[int, int]:
@@ -85,6 +99,8 @@ class FastfoodProjection(Projection):
             raise ValueError(f"backend={backend!r} is unknown; choose one of {list(BACKENDS)}")
         if backend == "numba" and _numba_kernels() is None:
             raise ValueError("backend='numba' needs the numba package (pip install numba)")
+        if backend == "triton" and _triton_kernels() is None:
+            raise ValueError("backend='triton' needs the triton package (pip install -e '.[gpu]')")
         self.backend = backend
         self.n, self.K = fastfood_shape(d, D)
         self.nbits = self.n.bit_length() - 1
@@ -99,11 +115,34 @@ class FastfoodProjection(Projection):
     # -- backend ----------------------------------------------------------------------------------
     def uses_numba(self) -> bool:
         """Whether applies run the numba kernels (CPU only) rather than the torch path."""
-        return self.backend != "torch" and self.device.type == "cpu" and _numba_kernels() is not None
+        return (self.backend in ("auto", "numba") and self.device.type == "cpu"
+                and _numba_kernels() is not None)
+
+    def uses_triton(self) -> bool:
+        """Whether range and whole-D operations run the Triton kernels: CUDA (``"auto"`` or
+        ``"triton"``), or the CPU with ``backend="triton"`` under ``TRITON_INTERPRET=1``."""
+        if self.backend not in ("auto", "triton") or self.n > 1 << 15:
+            return False
+        if self.device.type == "cuda":
+            return _triton_kernels() is not None
+        return (self.backend == "triton" and self.device.type == "cpu"
+                and _triton_kernels() is not None and _triton_kernels().interpreting())
+
+    def active_backend(self) -> str:
+        """``"numba"``, ``"triton"`` or ``"torch"``: what the operations run now."""
+        return "numba" if self.uses_numba() else "triton" if self.uses_triton() else "torch"
 
     def _sync_backend(self) -> None:
-        """numba: drop the tables and build the kernel plan; torch: cache the tables if they fit."""
-        if self.uses_numba():
+        """numba / triton: drop the tables and build the kernel plan; torch: cache the tables if
+        they fit."""
+        self._tplan = None
+        if self.uses_triton():
+            self.perm = self.gscale = None
+            self._plan = None
+            self._tplan = _triton_kernels().TritonPlan(
+                self.d, self.D, self.n, self.K, self._g_key, self._perm_key
+            )
+        elif self.uses_numba():
             self.perm = self.gscale = None
             ff = _numba_kernels()
             self._plan = ff.FastfoodPlan(
@@ -111,7 +150,9 @@ class FastfoodProjection(Projection):
             )
         else:
             self._plan = None
-            if self.perm is None and self.K * self.n * 8 <= self._cache_max_bytes:
+            # backend="triton" away from CUDA: no tables (it is on its way to the GPU)
+            if (self.perm is None and self.backend != "triton"
+                    and self.K * self.n * 8 <= self._cache_max_bytes):
                 perm, self.gscale = self._tables(0, self.K, self.device)
                 self.perm = perm.to(torch.int32)
 
@@ -119,6 +160,10 @@ class FastfoodProjection(Projection):
         device = torch.device(device)
         if self.backend == "numba" and device.type != "cpu":
             raise ValueError(f"backend='numba' runs on the CPU only, got device={device}")
+        if self.backend == "triton" and device.type != "cuda" and not _triton_kernels().interpreting():
+            raise ValueError(
+                f"backend='triton' runs on CUDA (or the CPU under TRITON_INTERPRET=1), got device={device}"
+            )
         super().to(device)
         self._sync_backend()
         return self
@@ -149,6 +194,10 @@ class FastfoodProjection(Projection):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.uses_numba():
             return torch.from_numpy(_numba_kernels().forward(self._plan, _np(x)))
+        if self._tplan is not None:
+            out = torch.empty(self.D, dtype=torch.float32, device=self.device)
+            return _triton_kernels().range_forward(self._tplan, self._prepare(x), 0, self.D,
+                                                   None, 1.0, out)
         n, D = self.n, self.D
         xp = torch.zeros(n, dtype=torch.float32, device=x.device)
         xp[: self.d] = x
@@ -163,6 +212,10 @@ class FastfoodProjection(Projection):
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
         if self.uses_numba():
             return torch.from_numpy(_numba_kernels().adjoint(self._plan, _np(y)))
+        if self._tplan is not None:
+            y = y.to(self.device, torch.float32).contiguous()
+            gu, _ = _triton_kernels().range_adjoint(self._tplan, y, 0, self.D, 1.0, None)
+            return self._prepare_adjoint(gu)
         n, D = self.n, self.D
         z = torch.zeros(n, dtype=torch.float32, device=y.device)
         for k0, k1, perm, gs in self._block_chunks(y.device):
@@ -215,6 +268,10 @@ class FastfoodProjection(Projection):
                 None if theta0 is None else theta0.numpy(), scale, out.numpy(),
             )
             return out
+        if self._tplan is not None:
+            if out is None:
+                out = torch.empty(stop - start, dtype=torch.float32, device=u.device)
+            return _triton_kernels().range_forward(self._tplan, u, start, stop, theta0, scale, out)
         n = self.n
         if out is None:
             out = torch.empty(stop - start, dtype=torch.float32, device=u.device)
@@ -235,6 +292,8 @@ class FastfoodProjection(Projection):
                 self._plan, g.numpy(), start, stop, scale, None if u is None else u.numpy()
             )
             return torch.from_numpy(gu), dot
+        if self._tplan is not None:
+            return _triton_kernels().range_adjoint(self._tplan, g, start, stop, scale, u)
         n = self.n
         # float64 accumulators, as the numba kernels (a range may cover thousands of blocks)
         z = torch.zeros(n, dtype=torch.float64, device=g.device)
