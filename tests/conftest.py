@@ -5,6 +5,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as idcompress/__init__.py, before torch loads
+# Triton kernels run through the interpreter on CPU-only machines; it must be set before triton is
+# first imported (which torch or another test may do before tests/test_fastfood_triton.py loads)
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from pathlib import Path  # noqa: E402
 

@@ -383,9 +383,9 @@ def test_recipe_hooks_pass_other_tensors_to_the_outer_hooks(monkeypatch):
     class Counting(compose._Recipe):
         __slots__ = ()
 
-        def __init__(self, index, t):
+        def __init__(self, index, t, source=None):
             recipes.append(index)
-            super().__init__(index, t)
+            super().__init__(index, t, source)
 
     monkeypatch.setattr(compose, "_Recipe", Counting)
     model = get_intrinsic_model(tiny_llama().train(), IntrinsicConfig(d=300, task_type="CAUSAL_LM"))

@@ -49,7 +49,7 @@ import torch
 
 from . import rng
 from .base import Projection
-from .fwht import fwht
+from .fwht import fwht, fwht_legacy
 
 FASTFOOD_CACHE_MAX_BYTES = 2**30
 _CHUNK_ELEMS = 2**22
@@ -238,11 +238,11 @@ class FastfoodProjection(Projection):
         # the same operations as FastfoodPlan._u, on any device
         xp = torch.zeros(self.n, dtype=torch.float32, device=self.device)
         xp[: self.d] = x.to(self.device, torch.float32) * self.B[: self.d]
-        return fwht(xp)
+        return fwht_legacy(xp)  # the n-number transform of v1, so u is the same bits on every backend
 
     def _prepare_adjoint(self, gu: torch.Tensor) -> torch.Tensor:
         # FastfoodPlan._finish on any device: the transform in float64, then B, then float32
-        hz = fwht(gu.to(torch.float64))
+        hz = fwht_legacy(gu.to(torch.float64))
         return (hz[: self.d] * self.B[: self.d].to(torch.float64)).to(torch.float32)
 
     def _range_chunks(self, start: int, stop: int, device):

@@ -58,7 +58,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import rng
-from .fwht import fwht
+from .fwht import fwht_legacy as fwht  # u = H B x must stay bit-identical to v1's (n numbers)
 
 
 # ---- 32-bit unsigned arithmetic -------------------------------------------------------------
