@@ -63,9 +63,7 @@ def load_tuned(
     cfg, files = read_config(path, allow_integrity_mismatch)
     cfg.allow_fingerprint_mismatch = allow_fingerprint_mismatch
     cfg.inference_mode = not is_trainable
-    if isinstance(base_model, str):
-        bases = [base_model]
-    elif base_model is not None:
+    if base_model is not None:  # a model, or a name used instead of the recorded one
         bases = [base_model]
     else:
         if not cfg.base_model_name_or_path:
@@ -80,7 +78,7 @@ def load_tuned(
         if device is not None:
             base = base.to(device)
         try:
-            model = get_intrinsic_model(base, _copy(cfg))
+            model = get_intrinsic_model(base, cfg)  # the adapter fills a copy: cfg stays as read
             break
         except FingerprintMismatchError:
             if i + 1 == len(bases):
@@ -91,12 +89,3 @@ def load_tuned(
         if files.said_lambda is not None:
             tuner.said_lambda.copy_(files.said_lambda)
     return model
-
-
-def _copy(cfg: IntrinsicConfig) -> IntrinsicConfig:
-    import copy
-
-    out = copy.deepcopy(cfg)
-    for attr in ("_source", "_layout_names"):
-        setattr(out, attr, getattr(cfg, attr, None))
-    return out

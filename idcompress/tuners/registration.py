@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from .names import METHOD_NAME, PEFT_TYPE, PREFIX
 
-#: versions of peft the tests ran on (older ones lack the per-tuner state-dict hooks this uses)
-MIN_PEFT_VERSION = "0.21.0"
-TESTED_PEFT_VERSIONS = ("0.21.0", "0.21.2")
-
 
 def peft_type_member():
     """``PeftType.INTRINSIC``, added to PEFT's enum on first use."""
