@@ -1,4 +1,4 @@
-"""The checkpoint format: round trips, sizes, and every kind of bad input (SPEC §4–5)."""
+"""The checkpoint format: round trips, sizes, and every kind of bad input."""
 
 import json
 import pickle

@@ -1,4 +1,4 @@
-"""Geometry estimators against ground truth (SPEC §6).
+"""Geometry estimators against ground truth.
 
 Data are drawn from explicit ``np.random.default_rng(seed)`` generators; the seeds are fixed, not
 picked. Seed-to-seed spread measured over 20 seeds (N = 2000 points, R^50): TwoNN/k ∈

@@ -1,6 +1,6 @@
 """PEFT compatibility: the ``INTRINSIC`` method is PEFT's own (``IntrinsicConfig`` is a ``PeftConfig``,
 ``IntrinsicModel`` a tuner), so ``peft.get_peft_model`` and ``peft.PeftModel.from_pretrained``
-build and load idcompress models (SPEC §5)."""
+build and load idcompress models."""
 
 import dataclasses
 import json

@@ -1,4 +1,4 @@
-"""Checkpoint integrity (SPEC §5, v2): a digest over the config and the tensors, reproducible bytes.
+"""Checkpoint integrity: a digest over the config and the tensors, reproducible bytes.
 
 **Digest.** ``checkpoint_digest(config, tensors)`` is ``"sha256:" + hex`` of SHA-256 over
 

@@ -1,4 +1,4 @@
-"""Representation geometry (SPEC §6): estimators, hidden-state collection and the report.
+"""Representation geometry: estimators, hidden-state collection and the report.
 
 Typical use::
 

@@ -2,7 +2,7 @@
 
 Hyper-parameters go to ``__init__``; ``fit(X)`` returns ``self`` and stores results in
 trailing-underscore attributes. X may be a torch tensor or a numpy array; everything is computed
-in float64 (eigen- and singular-value solves included). Choices made here (SPEC §6):
+in float64 (eigen- and singular-value solves included). Choices made here (also in docs/design.md):
 
 - **RankMe** (Garrido et al. 2023): ``exp(H(p))`` with ``p_k = s_k / Σ s + ε``, ``ε = 1e-7``, over
   the singular values of the column-centred X. ``form="sigma"`` (default, reported as ``rankme``)

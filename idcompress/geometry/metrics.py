@@ -23,7 +23,7 @@ from .estimators import (
 )
 from .neighbors import knn_distances
 
-# Report order; ``rankme`` is the σ form, ``rankme_eig`` the σ² form (SPEC §6).
+# Report order; ``rankme`` is the σ form, ``rankme_eig`` the σ² form (docs/design.md, "Metrics of representation geometry").
 METRICS = ("rankme", "rankme_eig", "alpha_req", "participation_ratio", "twonn", "mle")
 
 

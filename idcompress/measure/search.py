@@ -3,7 +3,7 @@
 d_frac is the smallest subspace dimension ``d`` whose score, averaged over seeds, reaches
 ``fraction × baseline`` (Li et al. 2018; Aghajanyan et al. 2020). Scores are higher-is-better.
 
-Algorithm (choices written down here, as SPEC asks):
+Algorithm (the choices, written down):
 
 1. **Sweep**: every ``d`` of the log-spaced grid ``dims`` is run for every seed (these runs are
    independent and may go to parallel workers). A run whose score is NaN counts as failing.

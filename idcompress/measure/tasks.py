@@ -18,7 +18,7 @@ Families (:func:`resolve`):
 
 Every run is a pure function of ``(d, seed)`` and the settings: the seed keys θ₀ (from-scratch
 nets), P, the new head of a pretrained model and the batch order. One exception: the text loop
-leaves dropout to torch's global RNG, which the library does not seed (SPEC §3); each text (and
+leaves dropout to torch's global RNG, which the library does not seed (docs/design.md, "Randomness"); each text (and
 image-transformers) run therefore seeds it from its own seed inside :func:`_seeded_global_rngs`,
 which restores the caller's state afterwards, so such a score is a pure function of
 ``(d, seed)`` and the settings too.

@@ -1,4 +1,4 @@
-"""Fastfood projection (Le, Sarlós & Smola 2013; Li et al. 2018), SPEC §2.
+"""Fastfood projection (Le, Sarlós & Smola 2013; Li et al. 2018); design notes: docs/design.md, "Projections".
 
 ``n = 2^⌈log₂ d⌉``, ``K = ⌈D/n⌉``. Block ``k`` is ``V_k = H G_k Π_k H B / √(n‖G_k‖²)``; the blocks
 are stacked, truncated to ``D`` and divided by ``√K`` so every column has norm ≈ 1.

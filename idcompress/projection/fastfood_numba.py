@@ -1,4 +1,4 @@
-"""Fused CPU kernels for the Fastfood projection (numba), SPEC §2–3.
+"""Fused CPU kernels for the Fastfood projection (numba); design notes: docs/design.md, "Projections".
 
 Same ``P`` as the torch reference in ``fastfood.py`` (same bits from ``rng``; numbers equal to
 float32 round-off), but nothing of size ``D`` is stored: per block ``k`` the permutation

@@ -1,4 +1,4 @@
-"""Counter-based random generator: the only source of randomness in idcompress (SPEC §3).
+"""Counter-based random generator: the only source of randomness in idcompress (docs/design.md, "Randomness").
 
 A number is a pure function of ``(seed, stream, index)``:
 

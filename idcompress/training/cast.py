@@ -3,7 +3,7 @@
 The loop evaluates the trained model in float32 first, then rounds θ_d (and SAID's scales) to
 the chosen dtype in place (:func:`cast_vector`), so the model holds exactly the numbers the
 checkpoint will, evaluates again, and reports both scores. The reloaded checkpoint must
-reproduce the second evaluation exactly. The projection math stays float32 (SPEC §1): only the
+reproduce the second evaluation exactly. The projection math stays float32 (docs/design.md, "The reparametrisation"): only the
 stored vector is rounded.
 """
 

@@ -1,6 +1,6 @@
 """Initialisation of new parameters (heads the pretrained checkpoint lacks) from the seeded generator.
 
-So that seed + vector rebuild the whole model (SPEC §3): tensor ``name`` draws from stream
+So that seed + vector rebuild the whole model (docs/design.md, "Randomness"): tensor ``name`` draws from stream
 ``"init/<name>"``. Biases are zero, the weight of a normalisation layer is one, everything else is
 ``normal · std`` with ``std`` = ``config.init_std``, else the model's ``initializer_range``, else 0.02.
 """
