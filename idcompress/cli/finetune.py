@@ -29,6 +29,7 @@ from ..training.options import (
     PROJECTIONS,
     merge_options,
 )
+from .common import command_parser, quiet_library_progress_bars
 
 DESCRIPTION = """\
 Fine-tune a pretrained text model on a classification or regression task, a language model
@@ -62,13 +63,9 @@ lasts; one that already holds a run needs --resume (continue it) or --overwrite 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     demo = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in DEMO_PRESET.items() if k != "task")
-    p = subparsers.add_parser(
-        "finetune",
-        help="fine-tune a text or image model (intrinsic subspace, full or LoRA)",
-        description=DESCRIPTION.format(demo=demo),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS,
-    )
+    p = command_parser(subparsers, "finetune", description=DESCRIPTION.format(demo=demo),
+                       help="fine-tune a text or image model (intrinsic subspace, full or LoRA)",
+                       argument_default=argparse.SUPPRESS)
     p.add_argument("--config", metavar="YAML", help="YAML file of options, e.g. configs/glue/sst2.yaml")
 
     g = p.add_argument_group("data")
@@ -219,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.summary import format_summary
 
     options = options_from_args(args)
-    _quiet_library_progress_bars()
+    quiet_library_progress_bars()
     set_seed(options.seed)  # dropout: torch's global RNG (see the module docstring)
     result = train(options)
     if PartialState().is_main_process:
@@ -227,11 +224,3 @@ def run(args: argparse.Namespace) -> int:
         print(format_summary(result))
     return 0
 
-
-def _quiet_library_progress_bars() -> None:
-    """Only the training bar is shown: no per-map/per-load bars from datasets/transformers."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()

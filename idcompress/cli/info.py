@@ -19,6 +19,8 @@ import json
 import sys
 from typing import Any
 
+from .common import command_parser, doc_body
+
 BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
 
 
@@ -125,12 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "info",
-        help="show a checkpoint's settings, base, sizes and compression (reads only its files)",
-        description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser(subparsers, "info", description=doc_body(__doc__),
+                       help="show a checkpoint's settings, base, sizes and compression (reads only its files)")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="checkpoint directory, *.idc.safetensors file, or hub repo id owner/name")
     p.add_argument("--revision", help="hub revision (branch, tag or commit) of a repo id")

@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..flags import flag
+from .common import command_parser, quiet_library_progress_bars
+
 DESCRIPTION = """\
 Measure the intrinsic dimension d90 of a task and model: the smallest d such that training only a
 d-dimensional vector theta_d (theta = theta0 + P theta_d) reaches 90% of the full-training score
@@ -60,13 +63,9 @@ SCORE_SETTINGS = ("epochs", "lr", "batch_size", "baseline_epochs", "baseline_lr"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "measure",
-        help="measure d90, the intrinsic dimension of a task and model (sweep + bisection)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS,
-    )
+    p = command_parser(subparsers, "measure", description=DESCRIPTION,
+                       help="measure d90, the intrinsic dimension of a task and model (sweep + "
+                       "bisection)", argument_default=argparse.SUPPRESS)
     # values are parsed in run(), so a bad one is a clear error (exit 2) rather than argparse's
     p.add_argument("--recipe", metavar="YAML",
                    help="recipe file (recipes/*.yaml); its keys are these flags with underscores; "
@@ -135,36 +134,32 @@ def _training_defaults() -> str:
 
 
 # -- parsing --------------------------------------------------------------------------------------
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _int(text: str, name: str) -> int:
     try:
         return int(str(text).strip())
     except ValueError:
-        raise ValueError(f"{_flag(name)} must be an integer, got {text!r}") from None
+        raise ValueError(f"{flag(name)} must be an integer, got {text!r}") from None
 
 
 def _float(text: str, name: str) -> float:
     try:
         return float(str(text).strip())
     except ValueError:
-        raise ValueError(f"{_flag(name)} must be a number, got {text!r}") from None
+        raise ValueError(f"{flag(name)} must be a number, got {text!r}") from None
 
 
 def _items(text: str, name: str) -> list[str]:
     items = [x.strip() for x in str(text).split(",")]
     if not any(items):
-        raise ValueError(f"{_flag(name)} must not be empty")
+        raise ValueError(f"{flag(name)} must not be empty")
     if not all(items):
-        raise ValueError(f"{_flag(name)}={text!r} has an empty entry")
+        raise ValueError(f"{flag(name)}={text!r} has an empty entry")
     return items
 
 
 def _positive(value: Any, name: str) -> Any:
     if value is not None and not value > 0:
-        raise ValueError(f"{_flag(name)} must be positive, got {value!r}")
+        raise ValueError(f"{flag(name)} must be positive, got {value!r}")
     return value
 
 
@@ -302,7 +297,7 @@ def _check_settings(out_dir: Path, target, settings: dict[str, Any]) -> None:
         saved = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
     except (json.JSONDecodeError, AttributeError) as e:
         raise ValueError(f"{path}: not a settings file of idcompress measure ({e})") from None
-    diff = [f"{_flag(k)} {saved.get(k)!r} there, {want[k]!r} now" for k in SCORE_SETTINGS
+    diff = [f"{flag(k)} {saved.get(k)!r} there, {want[k]!r} now" for k in SCORE_SETTINGS
             if saved.get(k) != want[k]]
     if diff:
         raise ValueError(f"{out_dir} holds results trained with other settings ({'; '.join(diff)}). "
@@ -362,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
         plans.append((target, out_dir, train, settings, len(store.rows)))
 
     if any(t.family in ("text", "image-transformers") for t in targets):
-        _quiet_library_progress_bars()
+        quiet_library_progress_bars()
     if opts.get("description"):
         print(opts["description"])
     lines, summaries = [], []
@@ -409,14 +404,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wall time {time.perf_counter() - t0:.1f} s")
     return 0
 
-
-def _quiet_library_progress_bars() -> None:
-    """No per-map/per-load bars from datasets/transformers in every text run (as finetune does)."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
 
 
 def _combined_plot(summaries, path: Path, fraction: float) -> Path:

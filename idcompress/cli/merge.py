@@ -23,6 +23,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .common import command_parser, doc_body
+
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "spiece.model",
                    "sentencepiece.bpe.model", "merges.txt")
 IMAGE_PROCESSOR_FILES = ("preprocessor_config.json",)
@@ -129,12 +131,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "merge",
-        help="merge a checkpoint into its base and write a plain transformers (or PyTorch) folder",
-        description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser(subparsers, "merge", description=doc_body(__doc__),
+                       help="merge a checkpoint into its base and write a plain transformers (or PyTorch) folder")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="checkpoint directory, *.idc.safetensors file, or hub repo id owner/name")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must be empty or absent)")

@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from .common import command_parser, doc_body
+
 SINGLE_COLUMNS = ("prompt", "text", "source", "sentence", "input")
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
                 ("question", "sentence"))
@@ -31,12 +33,8 @@ OUTPUT_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "t
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "predict",
-        help="run a checkpoint on new texts: label + probability, value, or generated text",
-        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser(subparsers, "predict", description=doc_body(__doc__),
+                       help="run a checkpoint on new texts: label + probability, value, or generated text")
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="checkpoint directory, *.idc.safetensors file or hub repo id owner/name")
     p.add_argument("--text", action="append", metavar="TEXT", help="an input (repeatable)")

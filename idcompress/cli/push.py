@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 
+from .common import command_parser, doc_body
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "push",
-        help="upload an intrinsic checkpoint with a model card to the Hugging Face Hub",
-        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser(subparsers, "push", description=doc_body(__doc__),
+                       help="upload an intrinsic checkpoint with a model card to the Hugging Face Hub")
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="checkpoint directory or *.idc.safetensors file")
     p.add_argument("repo_id", metavar="REPO_ID", help="hub repo, owner/name (or name: yours)")

@@ -6,10 +6,12 @@ import argparse
 import time
 from pathlib import Path
 
+from .common import command_parser
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "report",
+    p = command_parser(
+        sub, "report",
         help="geometry report (RankMe, alpha-ReQ, TwoNN, MLE, CKA…) of a checkpoint, base vs tuned",
         description="Collect hidden states of the base (θ_d = 0) and the tuned model on the same inputs and "
         "write geometry.json, report.md and PNG plots; print a compact table.",

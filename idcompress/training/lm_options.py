@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..flags import flag
+
 #: canonical generative task name → model kind
 LM_TASKS: dict[str, str] = {"text/causal-lm": "causal", "text/seq2seq": "seq2seq"}
 _TASK_ALIASES = {"causal-lm": "text/causal-lm", "clm": "text/causal-lm",
@@ -67,10 +69,6 @@ def parse_validation_files(entries: list[str] | str | None
     return plain[0] if len(plain) == 1 else plain
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def validate_lm_and_sharing(o: Any) -> None:
     """``ValueError`` naming the flag for options that do not fit the task or method."""
     if o.report_to not in REPORT_TO:
@@ -98,7 +96,7 @@ def validate_lm_and_sharing(o: Any) -> None:
                     "num_samples": 3, "max_new_tokens": 32}
         for field, default in defaults.items():
             if getattr(o, field) != default:
-                raise ValueError(f"{_flag(field)}={getattr(o, field)!r} is for the generative "
+                raise ValueError(f"{flag(field)}={getattr(o, field)!r} is for the generative "
                                  f"tasks {' and '.join(LM_TASKS)}; task {o.task!r} is not one")
         return
     if o.dataset_config is not None and o.dataset is None:

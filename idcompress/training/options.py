@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..flags import check_choice, check_number, check_positive_int
+
 METHODS = ("intrinsic", "full", "lora")
 PROJECTIONS = ("said", "fastfood", "dense", "sparse")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -119,16 +121,12 @@ class FinetuneOptions:
         """``ValueError`` naming the flag and value for anything out of range."""
         choices = {"method": METHODS, "projection": PROJECTIONS, "mixed_precision": MIXED_PRECISION}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{_flag(name)}={getattr(self, name)!r} is unknown; choose one of "
-                                 f"{list(allowed)}")
+            check_choice(name, getattr(self, name), allowed)
         positive = ("dim", "epochs", "batch_size", "grad_accum", "max_length",
                     "max_train_samples", "max_eval_samples", "early_stop", "save_every",
                     "stop_after_steps", "image_size", "logging_steps", "max_new_tokens")
         for name in positive:
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{_flag(name)}={v} must be a positive integer")
+            check_positive_int(name, getattr(self, name))
         if self.max_length < 2:
             raise ValueError(f"--max-length={self.max_length} must be at least 2 tokens")
         _check_numbers(self)
@@ -236,14 +234,7 @@ def _check_numbers(o: FinetuneOptions) -> None:
     for name, v, want, ok in checks:
         if v is None and name == "lr":
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{_flag(name)}={v!r} must be {want}")
-        if not math.isfinite(v) or not ok(v):
-            raise ValueError(f"{_flag(name)}={v} must be {want}")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+        check_number(name, v, want, ok)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(FinetuneOptions)}
