@@ -657,7 +657,7 @@ def test_lock_refuses_a_second_run_and_takes_over_a_stale_one(world, tmp_path, c
 # ------------------------------------------------------------------ kill -9 while overwriting
 PAUSE = textwrap.dedent("""
     import os, sys, time
-    import idcompress.checkpoint.atomic as atomic
+    import idcompress.fileio as atomic
 
     def pause(*a, **k):
         print("paused", flush=True)

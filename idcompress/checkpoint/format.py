@@ -11,7 +11,7 @@ config as JSON under the metadata key ``idcompress_config``.
 
 Writes are atomic: everything goes to a temporary sibling that is renamed into place; an
 existing checkpoint is replaced so that a loadable one is at the path at every instant
-(:mod:`.atomic`). Reads never unpickle: only JSON and safetensors are parsed, and every field is
+(:mod:`idcompress.fileio`). Reads never unpickle: only JSON and safetensors are parsed, and every field is
 checked before any model is built.
 
 Integrity (v2, :mod:`.integrity`): the config records ``digest``, a SHA-256 over the canonical
@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import types
 import zlib
 from dataclasses import dataclass
@@ -35,14 +34,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..fileio import recover_interrupted, write_bytes_synced, writing
 from ..projection.rng import RNG_NAME, RNG_VERSION
-from .atomic import (
-    clean_stale_temps,
-    recover_interrupted,
-    replace_path,
-    temp_sibling,
-    write_bytes_synced,
-)
 from .integrity import (
     DIGEST_FIELD,
     check_consistency,
@@ -101,28 +94,6 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise FileNotFoundError(f"parent directory {path.parent} of {path} does not exist")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _normal_permissions(path: Path) -> None:
-    """Temp files are created 0600/0700; give the checkpoint the modes a plain write would get."""
-    mask = _umask()
-    if path.is_dir():
-        os.chmod(path, 0o777 & ~mask)
-        for f in path.iterdir():
-            os.chmod(f, 0o666 & ~mask)
-    else:
-        os.chmod(path, 0o666 & ~mask)
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` onto ``path``; a loadable checkpoint stays at ``path`` throughout (.atomic)."""
-    replace_path(tmp, path)
-
-
 def with_digest(config: dict, tensors: dict[str, torch.Tensor]) -> dict:
     """``config`` with its integrity ``digest`` over itself and ``tensors`` (:mod:`.integrity`)."""
     data = {k: v for k, v in config.items() if k != DIGEST_FIELD}
@@ -154,26 +125,12 @@ def write_checkpoint(
     meta = {"format": "pt", LAYOUT_METADATA_KEY: _encode_layout(layout_names)}
     config = with_digest(config, tensors)
     config_json = json.dumps(config, indent=2, sort_keys=True)
-    clean_stale_temps(path)
-    if single_file:
-        tmp = temp_sibling(path, directory=False)
-        try:
+    with writing(path, directory=not single_file) as tmp:
+        if single_file:
             write_bytes_synced(tmp, safetensors_bytes(tensors, {**meta, CONFIG_METADATA_KEY: config_json}))
-            _normal_permissions(tmp)
-            _replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return config
-    tmp = temp_sibling(path, directory=True)
-    try:
-        write_bytes_synced(tmp / CONFIG_NAME, (config_json + "\n").encode())
-        write_bytes_synced(tmp / WEIGHTS_NAME, safetensors_bytes(tensors, meta))
-        _normal_permissions(tmp)
-        _replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        else:
+            write_bytes_synced(tmp / CONFIG_NAME, (config_json + "\n").encode())
+            write_bytes_synced(tmp / WEIGHTS_NAME, safetensors_bytes(tensors, meta))
     return config
 
 

@@ -19,8 +19,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from ..fileio import recover_interrupted
 from ..pathcheck import describe_missing, looks_like_local_path
-from .atomic import recover_interrupted
 from .format import CONFIG_NAME, SINGLE_FILE_SUFFIX, WEIGHTS_NAME
 
 CHECKPOINT_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, f"*{SINGLE_FILE_SUFFIX}"]

@@ -17,9 +17,7 @@ with a warning on stderr.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -60,8 +58,8 @@ def _save_preprocessing(base: str, revision: str | None, dest: Path) -> list[str
 def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, force: bool = False,
                      revision: str | None = None, base: str | None = None) -> dict:
     """Merge ``checkpoint`` into its base and write a transformers folder at ``out`` (atomic)."""
-    from ..checkpoint.format import _normal_permissions, _replace
     from ..checkpoint.integrity import allow_integrity_mismatch
+    from ..fileio import writing
     from ..models import packaged_folder, resolve_model_name
     from ..tuners.model import IntrinsicModel
     from .checkpoints import check_checkpoint_and_base
@@ -94,9 +92,8 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
             raise ValueError(f"checkpoint {checkpoint}: num_labels is not recorded; merge needs it "
                              f"to describe the {arch} folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        saved = []
+    saved = []
+    with writing(out, directory=True) as tmp:
         if arch is not None:
             from ..models.saved import save_module_folder
 
@@ -107,11 +104,6 @@ def merge_checkpoint(checkpoint: str, out: str | Path, overwrite: bool = False, 
         source = base or cfg.base_model_name_or_path
         if source and arch is None:
             saved = _save_preprocessing(packaged_folder(source) or resolve_model_name(source), cfg.revision, tmp)
-        _normal_permissions(tmp)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"out": str(out), "model_class": type(merged).__name__, "preprocessing": saved,
             "architecture": arch, "files": sorted(p.name for p in out.iterdir())}
 

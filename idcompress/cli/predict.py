@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 
+from ..fileio import atomic_write_text
 from .common import command_parser, doc_body
 
 SINGLE_COLUMNS = ("prompt", "text", "source", "sentence", "input")
@@ -100,15 +102,13 @@ def write_outputs(rows: list[dict], path: str | None) -> None:
     fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
-        with open(path, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    else:
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]),
-                               delimiter="\t" if fmt == "tsv" else ",")
-            w.writeheader()
-            w.writerows(rows)
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return
+    out = io.StringIO(newline="")
+    w = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter="\t" if fmt == "tsv" else ",")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, out.getvalue())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import datasets
 
+from ..fileio import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 SDIST_REQUIREMENT = "vaderSentiment==3.3.2"
@@ -158,14 +160,7 @@ def parse_ground_truth(data: bytes, where: str = "ground-truth file") -> list[di
 
 def _write_atomic(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "".join(lines))
 
 
 def _read_cache(path: Path) -> list[dict] | None:

@@ -5,10 +5,10 @@ matplotlib is imported on first use, so the estimators work without it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from ..fileio import writing
 from .metrics import METRICS
 
 
@@ -50,7 +50,6 @@ def _save(fig: Any, out_dir: Path, name: str) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    tmp = out_dir / f".{name}.tmp"
-    fig.savefig(tmp, format="png", dpi=110)
-    os.replace(tmp, out_dir / name)
+    with writing(out_dir / name) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     return name

@@ -92,8 +92,8 @@ def geometry_report(
     out.mkdir(parents=True, exist_ok=True)
     result["files"] = write_plots(result, out) + ["report.md", "geometry.json"]
     result = _jsonable(result)  # what is returned is exactly what geometry.json holds
-    _atomic_write_text(out / "report.md", _markdown(result))
-    _atomic_write_text(out / "geometry.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "report.md", _markdown(result))
+    atomic_write_text(out / "geometry.json", json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -154,10 +154,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return _jsonable(obj.tolist())
     return str(obj)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
 
 
 def _fmt(v: Any) -> str:

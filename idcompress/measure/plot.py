@@ -132,7 +132,10 @@ def plot_series(
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    from ..fileio import writing
+
+    with writing(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_json
 
 COLUMNS = (
     "task", "model", "projection", "d", "seed", "score", "metric", "wall_time_s", "timestamp",
@@ -99,11 +99,6 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
         except (TypeError, ValueError, KeyError):
             warnings.warn(f"{path}: skipping malformed line {i}: {raw}", stacklevel=2)
     return rows
-
-
-def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 class ResultStore:

@@ -32,7 +32,6 @@ and never updates them, so the tiny checkpoint rebuilds exactly the model that w
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,35 +233,16 @@ def save_model(model: nn.Module, method: str, path: str | os.PathLike,
 
         return save_checkpoint(model, path, overwrite=True)
     # full / lora: written to a temporary sibling, then swapped in (a loadable one at every instant)
-    from ..checkpoint.atomic import (
-        clean_stale_temps,
-        recover_interrupted,
-        replace_path,
-        temp_sibling,
-    )
+    from ..fileio import writing
 
-    recover_interrupted(path)
-    clean_stale_temps(path)
-    tmp = temp_sibling(path, directory=True)
-    try:
+    with writing(path, directory=True) as tmp:
         if module_folder is not None:
             from ..models.saved import save_module_folder
 
             save_module_folder(model, tmp, **module_folder)
         else:
             model.save_pretrained(tmp, safe_serialization=True)
-        os.chmod(tmp, 0o777 & ~_umask())
-        replace_path(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_intrinsic(path: str | os.PathLike) -> nn.Module:

@@ -225,7 +225,7 @@ def clean_run_temps(output_dir: Path) -> list[Path]:
     ``.checkpoint.old-*`` folders once a checkpoint is back in place, write probes, and state
     folders without ``trainer_state.json`` (an interrupted save).
     """
-    from ..checkpoint.atomic import recover_interrupted
+    from ..fileio import recover_interrupted
 
     recover_interrupted(output_dir / CHECKPOINT_DIR)
     removed: list[Path] = []
