@@ -183,6 +183,25 @@ def check_rng(rng: str, source: str) -> None:
         raise ValueError(f"{source}: rng={rng!r} is an older generator that this idcompress no longer rebuilds")
 
 
+def vector_lengths(projection: str, d: int, num_tensors: int | None) -> tuple[int, int]:
+    """``(len(theta_d), len(said_lambda))`` for ``d`` trained numbers; the one home of SAID's split.
+
+    DID stores all ``d`` numbers in ``theta_d`` (and no scales). SAID spends ``m = num_tensors``
+    of them on one scale per tuned tensor, so DID and SAID at the same ``d`` train as many numbers:
+    ``theta_d`` has ``d − m``, ``said_lambda`` ``m``. ``ValueError`` when SAID has ``d ≤ m``.
+    """
+    if projection != "said":
+        return d, 0
+    if num_tensors is None:
+        raise ValueError("projection='said' needs num_tensors (the number of tuned tensors, m)")
+    if d <= num_tensors:
+        raise ValueError(
+            f"projection='said' learns one scale per tuned tensor, so it needs d > m = {num_tensors} "
+            f"(the number of tuned tensors), got d={d}; raise d or use projection='fastfood'"
+        )
+    return d - num_tensors, num_tensors
+
+
 def check_vectors(config: dict, tensors: dict, dtypes: dict, source: str):
     """``(theta_d, said_lambda or None)`` as float32, checked against ``config``'s d, projection,
     num_tensors and vector_dtype; ``dtypes``: the safetensors dtype names (``"F32"``, …)."""
@@ -198,7 +217,9 @@ def check_vectors(config: dict, tensors: dict, dtypes: dict, source: str):
     if cfg.is_said and "said_lambda" not in tensors:
         raise ValueError(f"{source}: projection='said' needs a tensor 'said_lambda'")
     m = cfg.num_tensors
-    expected = {"theta_d": cfg.d - m if cfg.is_said and m and isinstance(cfg.d, int) else cfg.d, "said_lambda": m}
+    expected = {"theta_d": cfg.d, "said_lambda": m}
+    if cfg.is_said and isinstance(m, int) and isinstance(cfg.d, int) and 0 < m < cfg.d:
+        expected["theta_d"] = vector_lengths("said", cfg.d, m)[0]
     out = {}
     for k in sorted(wanted):
         t = tensors[k]

@@ -19,14 +19,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..training.lm_options import REPORT_TO, VECTOR_DTYPES
+from ..names import PROJECTION_CHOICES, VECTOR_DTYPES
+from ..training.lm_options import REPORT_TO
 from ..training.options import (
     DEFAULT_DIM,
     DEFAULT_LR,
     DEMO_PRESET,
-    METHODS,
     MIXED_PRECISION,
-    PROJECTIONS,
+    TRAINING_METHODS,
     merge_options,
 )
 from .common import command_parser, quiet_library_progress_bars
@@ -114,10 +114,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("model and method")
     g.add_argument("--model", help="packaged short name (minilm-l6, efficientnet-lite0), local "
                    "folder or hub id (default minilm-l6)")
-    g.add_argument("--method", choices=METHODS, help="what to train (default intrinsic)")
+    g.add_argument("--method", choices=TRAINING_METHODS, help="what to train (default intrinsic)")
     g.add_argument("--dim", type=int, metavar="D",
                    help=f"intrinsic dimension d, total trained numbers (default {DEFAULT_DIM})")
-    g.add_argument("--projection", choices=PROJECTIONS,
+    g.add_argument("--projection", choices=PROJECTION_CHOICES,
                    help="projection of the intrinsic method (default said)")
 
     g = p.add_argument_group("optimisation")

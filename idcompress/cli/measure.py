@@ -203,7 +203,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     from ..measure import validate_dims, validate_fraction, validate_reference
     from ..measure.recipe import load_recipe
     from ..measure.search import validate_seeds
-    from ..tuners.names import PROJECTION_CHOICES
+    from ..names import PROJECTION_CHOICES
 
     opts: dict[str, Any] = {"fraction": 0.9, "seeds": [0], "extra_fractions": [],
                             "rel_tol": 0.05, "projections": ["said"]}

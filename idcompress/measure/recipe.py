@@ -54,7 +54,7 @@ def _rel_tol(v: Any) -> float:
 
 
 def _projection(v: Any) -> str:
-    from ..tuners.names import PROJECTION_CHOICES
+    from ..names import PROJECTION_CHOICES
 
     if v not in PROJECTION_CHOICES:
         raise ValueError(f"must be one of {list(PROJECTION_CHOICES)}")

@@ -668,8 +668,8 @@ def forward_add(
 
 def _pieces(plan: FastfoodPlan, y) -> tuple[np.ndarray, np.ndarray, list]:
     """``(addresses, offsets, arrays to keep alive)`` of ``y``: one float32 ``(D,)`` array, or a
-    sequence of pieces (float32 arrays of any shape, read in C order, or ``None`` for zeros)
-    whose sizes add up to ``D``. Pieces are read in place: no concatenated copy of size D."""
+    sequence of pieces (float32 arrays of any shape, read in C order, or an int ``n`` for n
+    zeros) whose sizes add up to ``D``. Pieces are read in place: no concatenated copy of size D."""
     if isinstance(y, np.ndarray):
         y = [_f32(y, plan.D, "y")]
     keep, ptrs, sizes = [], [], []

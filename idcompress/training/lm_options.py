@@ -15,14 +15,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..flags import flag
+from ..flags import check_choice, flag
+from ..names import VECTOR_DTYPES
 
 #: canonical generative task name → model kind
 LM_TASKS: dict[str, str] = {"text/causal-lm": "causal", "text/seq2seq": "seq2seq"}
 _TASK_ALIASES = {"causal-lm": "text/causal-lm", "clm": "text/causal-lm",
                  "text/clm": "text/causal-lm", "seq2seq": "text/seq2seq"}
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "all", "none")
-VECTOR_DTYPES = ("float32", "float16", "bfloat16")
 _SPLIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _REPO_ID = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -71,12 +71,8 @@ def parse_validation_files(entries: list[str] | str | None
 
 def validate_lm_and_sharing(o: Any) -> None:
     """``ValueError`` naming the flag for options that do not fit the task or method."""
-    if o.report_to not in REPORT_TO:
-        raise ValueError(f"--report-to={o.report_to!r} is unknown; choose one of "
-                         f"{list(REPORT_TO)}")
-    if o.vector_dtype not in VECTOR_DTYPES:
-        raise ValueError(f"--vector-dtype={o.vector_dtype!r} is unknown; choose one of "
-                         f"{list(VECTOR_DTYPES)}")
+    check_choice("report_to", o.report_to, REPORT_TO)
+    check_choice("vector_dtype", o.vector_dtype, VECTOR_DTYPES)
     if o.vector_dtype != "float32" and o.method != "intrinsic":
         raise ValueError(f"--vector-dtype {o.vector_dtype} is for --method intrinsic (it stores "
                          f"theta_d); --method {o.method} saves the model's own weights")

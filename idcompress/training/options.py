@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from ..flags import check_choice, check_number, check_positive_int
+from ..names import PROJECTION_CHOICES
 
-METHODS = ("intrinsic", "full", "lora")
-PROJECTIONS = ("said", "fastfood", "dense", "sparse")
+#: what ``finetune`` trains: the intrinsic vector (with a projection), every weight, or LoRA
+TRAINING_METHODS = ("intrinsic", "full", "lora")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 #: AdamW learning rate per method when ``lr`` is not given; for ``intrinsic`` the value at
@@ -119,7 +120,7 @@ class FinetuneOptions:
 
     def validate(self) -> None:
         """``ValueError`` naming the flag and value for anything out of range."""
-        choices = {"method": METHODS, "projection": PROJECTIONS, "mixed_precision": MIXED_PRECISION}
+        choices = {"method": TRAINING_METHODS, "projection": PROJECTION_CHOICES, "mixed_precision": MIXED_PRECISION}
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)
         positive = ("dim", "epochs", "batch_size", "grad_accum", "max_length",

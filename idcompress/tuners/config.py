@@ -19,9 +19,10 @@ from typing import Any
 from peft.config import PeftConfig
 from peft.utils.peft_types import TaskType
 
+from ..checkpoint.format import vector_lengths
+from ..names import PROJECTION_CHOICES, VECTOR_DTYPES
 from ..projection.rng import RNG_NAME, RNG_VERSION
 from ..version import __version__
-from .names import PROJECTION_CHOICES, VECTOR_DTYPES
 
 RNG_ID = f"{RNG_NAME}/{RNG_VERSION}"
 #: task types beyond PEFT's own (PEFT wraps them in a plain ``PeftModel``)
@@ -151,13 +152,9 @@ class IntrinsicConfig(PeftConfig):
         return "fastfood" if self.is_said else self.projection
 
     @property
-    def d_projection(self) -> int:
-        """Length of ``theta_d``: ``d`` minus SAID's ``m`` scales (needs ``num_tensors`` for SAID)."""
-        if not self.is_said:
-            return self.d
-        if self.num_tensors is None:
-            raise ValueError("IntrinsicConfig.num_tensors is not known yet (the adapter is not built)")
-        return self.d - self.num_tensors
+    def theta_d_length(self) -> int:
+        """Length of ``theta_d``: ``d``, less SAID's ``m`` scales (needs ``num_tensors`` for SAID)."""
+        return vector_lengths(self.projection, self.d, self.num_tensors)[0]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, subfolder=None, **kwargs) -> IntrinsicConfig:

@@ -28,17 +28,18 @@ from ..checkpoint.format import (
     SINGLE_FILE_SUFFIX,
     check_rng,
     check_vectors,
+    vector_lengths,
     vector_tensors,
     write_checkpoint,
 )
 from ..checkpoint.integrity import DIGEST_FIELD, checkpoint_digest, mismatch_allowed, verify_digest
 from ..models import canonical_base_name
+from ..names import PREFIX
 from ..projection import Projection, make_projection
 from .compose import Composer
 from .config import IntrinsicConfig
 from .init import init_new_params, init_std_for, resolve_new_params
 from .layout import Layout, build_layout
-from .names import PREFIX
 
 LAYER_ATTR = "intrinsic_layer"
 _VECTORS = (("theta_d", "intrinsic_theta_d"), ("said_lambda", "intrinsic_lambda"))
@@ -125,16 +126,11 @@ class IntrinsicModel(BaseTuner):
         if cfg.layout_digest is not None:
             _check_layout(layout, cfg, getattr(cfg, "_layout_names", None), source)
         D, m = layout.D, layout.m
-        if cfg.is_said and cfg.d <= m:
-            raise ValueError(
-                f"projection='said' learns one scale per tuned tensor, so it needs d > m = {m} "
-                f"(the number of tuned tensors), got d={cfg.d}; raise d or use projection='fastfood'"
-            )
-        d_proj = cfg.d - m if cfg.is_said else cfg.d
-        if d_proj > D:
+        n_theta, _ = vector_lengths(cfg.projection, cfg.d, m)
+        if n_theta > D:
             raise ValueError(f"d={cfg.d} is larger than D={D}, the number of tuned parameters")
         # built before the base is touched, so a refused size costs nothing
-        projection = make_projection(cfg.projection_kind, d_proj, D, cfg.seed)
+        projection = make_projection(cfg.projection_kind, n_theta, D, cfg.seed)
 
         new_names = resolve_new_params(model, cfg.init_new)
         init_new_params(model, new_names, cfg.seed, init_std_for(model, cfg.init_std))
@@ -158,7 +154,7 @@ class IntrinsicModel(BaseTuner):
         for p in model.parameters():
             p.requires_grad_(False)
         lam = torch.ones(m, device=device) if cfg.is_said else None
-        layer = IntrinsicLayer(adapter_name, torch.zeros(d_proj, device=device), lam)
+        layer = IntrinsicLayer(adapter_name, torch.zeros(n_theta, device=device), lam)
         setattr(self, LAYER_ATTR, layer)
         layer.composer = Composer(layout, projection, layer)
         self.set_requires_grad(adapter_name, not cfg.inference_mode)

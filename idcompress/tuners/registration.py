@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .names import METHOD_NAME, PEFT_TYPE, PREFIX
+from ..names import METHOD_NAME, PEFT_TYPE, PREFIX
 
 
 def peft_type_member():

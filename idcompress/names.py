@@ -1,4 +1,5 @@
-"""Names the command line needs without importing torch or peft: projection choices, vector dtypes."""
+"""Names shared by the command line and the adapter, importable without torch or peft: projection
+choices, vector dtypes, the PEFT method name."""
 
 #: ``IntrinsicConfig.projection`` values; "said" = Fastfood + one learned scale per tuned tensor
 PROJECTION_CHOICES = ("said", "fastfood", "dense", "sparse")
