@@ -23,16 +23,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-CARD_NAME = "README.md"
-#: packaged short names → the hub model they package
-HUB_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
-           "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 PIPELINE_TAGS = {"SEQ_CLS": "text-classification", "CAUSAL_LM": "text-generation",
                  "SEQ_2_SEQ_LM": "text2text-generation", "IMAGE_CLS": "image-classification"}
 _AUTO = {"SEQ_CLS": "AutoModelForSequenceClassification", "CAUSAL_LM": "AutoModelForCausalLM",
@@ -64,9 +58,11 @@ def hub_base_id(name: str | None) -> str | None:
     """``name`` as a hub model id, or ``None`` when it is a local folder (or missing)."""
     if not name:
         return None
-    key = name.strip().lower()
-    if key in HUB_IDS:
-        return HUB_IDS[key]
+    from .models import PACKAGED_HUB_IDS, canonical_base_name
+
+    canonical = canonical_base_name(name)  # a packaged model's short name or folder → its hub id
+    if canonical in PACKAGED_HUB_IDS.values():
+        return canonical
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         return None
     return name
@@ -176,9 +172,7 @@ def push_checkpoint(checkpoint: str | os.PathLike, repo_id: str, run: dict[str, 
                     base_model_id: str | None = None) -> str:
     """Upload ``checkpoint`` (directory or ``*.idc.safetensors``) and its model card to
     ``repo_id``; returns the commit URL."""
-    import huggingface_hub
-
-    from .checkpoint.format import CONFIG_NAME, WEIGHTS_NAME
+    from .checkpoint.hub import checkpoint_files, upload_checkpoint
     from .tuners.loading import read_config
 
     check_can_push(repo_id, token)
@@ -186,16 +180,8 @@ def push_checkpoint(checkpoint: str | os.PathLike, repo_id: str, run: dict[str, 
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     cfg = read_config(path)[0]
-    files = [path / CONFIG_NAME, path / WEIGHTS_NAME] if path.is_dir() else [path]
-    size = sum(f.stat().st_size for f in files)
+    size = sum(f.stat().st_size for f in checkpoint_files(path))
     run = run if run is not None else _run_of(path)
-    api = huggingface_hub.HfApi(token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True)
-    repo_id = getattr(url, "repo_id", None) or repo_id  # "name" becomes "user/name"
     card = model_card(cfg, repo_id, size, run, base_model_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        for f in files:
-            shutil.copy2(f, Path(tmp) / f.name)
-        (Path(tmp) / CARD_NAME).write_text(card, encoding="utf-8")
-        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
-    return str(getattr(info, "commit_url", info))
+    return upload_checkpoint(path, repo_id, card=card, private=private, token=token,
+                             commit_message=commit_message, what="push")

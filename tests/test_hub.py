@@ -10,8 +10,8 @@ import torch
 from huggingface_hub import constants as hub_constants
 
 from idcompress import IntrinsicModel, save_checkpoint
-from idcompress.checkpoint.hub import push_to_hub, resolve_checkpoint
-from idcompress.tuners.model import push_to_hub as model_push_to_hub
+from idcompress.checkpoint.hub import resolve_checkpoint
+from idcompress.tuners.model import push_to_hub
 
 SHA_MAIN, SHA_V1 = "a" * 40, "b" * 40
 
@@ -109,14 +109,13 @@ class FakeApi:
         return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/123")
 
 
-@pytest.mark.parametrize("pusher", [push_to_hub, model_push_to_hub], ids=["checkpoint.hub", "tuners.model"])
 @pytest.mark.parametrize("single_file", [False, True])
-def test_push_to_hub_uploads_a_loadable_checkpoint(make_tuned, logits, tmp_path, monkeypatch, single_file, pusher):
+def test_push_to_hub_uploads_a_loadable_checkpoint(make_tuned, logits, tmp_path, monkeypatch, single_file):
     fake = FakeApi(tmp_path / "uploaded")
     for name in ("create_repo", "upload_folder"):
         monkeypatch.setattr(huggingface_hub.HfApi, name, getattr(fake, name))
     model = make_tuned()
-    url = pusher(model, "owner/name", private=True, single_file=single_file)
+    url = push_to_hub(model, "owner/name", private=True, single_file=single_file)
     assert url == "https://huggingface.co/owner/name/commit/123"
     assert fake.calls[0] == ("create_repo", "owner/name", True, True)
     assert fake.calls[1][:2] == ("upload_folder", "owner/name")

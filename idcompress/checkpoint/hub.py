@@ -8,13 +8,14 @@ why it is missing (symlink loop, dangling link, missing component); otherwise th
 fetched with ``snapshot_download`` (only the checkpoint files; from the cache alone when
 ``HF_HUB_OFFLINE=1`` / ``--offline``). Hub failures become ``FileNotFoundError``/``ValueError``
 naming the path or repo. A folder holding both checkpoint forms uses the directory form and
-says so. ``push_to_hub`` validates the repo
-id, saves to a temporary directory and uploads it.
+says so. :func:`upload_checkpoint` puts a checkpoint's files (and, when given, a model card)
+into a hub repo; saving a model first is the adapter's job (``tuners.model.push_to_hub``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +23,9 @@ from pathlib import Path
 from ..fileio import recover_interrupted
 from ..pathcheck import describe_missing, looks_like_local_path
 from .format import CONFIG_NAME, SINGLE_FILE_SUFFIX, WEIGHTS_NAME
+
+#: the model card's name in a hub repo
+CARD_NAME = "README.md"
 
 CHECKPOINT_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, f"*{SINGLE_FILE_SUFFIX}"]
 
@@ -93,21 +97,30 @@ def resolve_checkpoint(path_or_id: str | os.PathLike, revision: str | None = Non
     return checkpoint_in_folder(Path(folder))
 
 
-def push_to_hub(model, repo_id: str, private: bool | None = None, token: str | None = None,
-                commit_message: str = "Upload idcompress checkpoint", single_file: bool = False) -> str:
-    """Upload ``model``'s checkpoint to the hub repo ``repo_id`` (``owner/name``, or ``name`` under the
-    token's user); returns the commit URL."""
+def checkpoint_files(path: Path) -> list[Path]:
+    """The files of the checkpoint at ``path``: a directory's config and weights, or the one file."""
+    return [path / CONFIG_NAME, path / WEIGHTS_NAME] if path.is_dir() else [path]
+
+
+def upload_checkpoint(path: str | os.PathLike, repo_id: str, card: str | None = None,
+                      private: bool | None = None, token: str | None = None,
+                      commit_message: str = "Upload idcompress checkpoint",
+                      what: str = "push_to_hub") -> str:
+    """Upload the checkpoint files at ``path`` (and ``card`` as ``README.md``) to the hub repo
+    ``repo_id`` (``owner/name``, or ``name`` under the token's user); returns the commit URL.
+
+    The repo id is checked (``ValueError`` naming ``what``) before any call to the hub.
+    """
     from huggingface_hub import HfApi
 
-    from ..tuners.model import save_checkpoint
-
-    _check_repo_id(repo_id, "push_to_hub", need_owner=False)
+    _check_repo_id(repo_id, what, need_owner=False)
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     repo_id = getattr(url, "repo_id", None) or repo_id  # "name" becomes "user/name"
     with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / ("model" + SINGLE_FILE_SUFFIX if single_file else "ckpt")
-        save_checkpoint(model, target, single_file=single_file)  # not PEFT's writer: it has no single file
-        folder = tmp if single_file else target
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+        for f in checkpoint_files(Path(path)):
+            shutil.copy2(f, Path(tmp) / f.name)
+        if card is not None:
+            (Path(tmp) / CARD_NAME).write_text(card, encoding="utf-8")
+        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
     return str(getattr(info, "commit_url", info))

@@ -1,4 +1,4 @@
-"""Text tasks for ``idcompress finetune``: task table, loading, tokenisation and metrics."""
+"""Tasks and their data: the task table, loading (text, image and generative tasks), tokenisation, metrics."""
 
 from __future__ import annotations
 

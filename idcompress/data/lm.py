@@ -53,7 +53,7 @@ from typing import Any
 
 import datasets
 
-from ..training.lm_options import LM_TASKS, is_lm_task, lm_task_name
+from ..names import LM_TASKS, is_lm_task, lm_task_name
 
 logger = logging.getLogger(__name__)
 

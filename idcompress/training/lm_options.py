@@ -16,29 +16,12 @@ import re
 from typing import Any
 
 from ..flags import check_choice, flag
-from ..names import VECTOR_DTYPES
+from ..names import LM_TASKS, VECTOR_DTYPES, lm_task_name
 
 #: canonical generative task name → model kind
-LM_TASKS: dict[str, str] = {"text/causal-lm": "causal", "text/seq2seq": "seq2seq"}
-_TASK_ALIASES = {"causal-lm": "text/causal-lm", "clm": "text/causal-lm",
-                 "text/clm": "text/causal-lm", "seq2seq": "text/seq2seq"}
 REPORT_TO = ("tensorboard", "wandb", "mlflow", "all", "none")
 _SPLIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _REPO_ID = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def lm_task_name(task: str | None) -> str | None:
-    """The canonical generative task name of ``task`` (case-insensitive), or ``None``."""
-    if not isinstance(task, str):
-        return None
-    key = task.strip().lower()
-    key = _TASK_ALIASES.get(key, key)
-    return key if key in LM_TASKS else None
-
-
-def is_lm_task(task: str | None) -> bool:
-    """True for ``text/causal-lm`` and ``text/seq2seq`` (and their short forms)."""
-    return lm_task_name(task) is not None
 
 
 def parse_validation_files(entries: list[str] | str | None

@@ -107,7 +107,7 @@ def load_lm(name: str, spec) -> nn.Module:
 
 def _task_type(options: FinetuneOptions) -> str:
     if options.is_lm_task:
-        from .lm_options import LM_TASKS, lm_task_name
+        from ..names import LM_TASKS, lm_task_name
 
         return "CAUSAL_LM" if LM_TASKS[lm_task_name(options.task)] == "causal" else "SEQ_2_SEQ_LM"
     return "IMAGE_CLS" if options.is_image_task else "SEQ_CLS"

@@ -150,7 +150,7 @@ class FinetuneOptions:
     @property
     def is_lm_task(self) -> bool:
         """True for the generative tasks ``text/causal-lm`` and ``text/seq2seq``."""
-        from .lm_options import is_lm_task
+        from ..names import is_lm_task
 
         return is_lm_task(self.task)
 

@@ -349,13 +349,42 @@ class IntrinsicModel(BaseTuner):
         unless ``allow_integrity_mismatch`` (both warn loudly). ``is_trainable=False`` freezes θ_d
         (PEFT's default).
         """
-        from .loading import load_tuned
+        from ..checkpoint.hub import checkpoint_in_folder, resolve_checkpoint
+        from ..models.loading import load_base_model
+        from .loading import base_candidates, read_config
 
-        return load_tuned(
-            path_or_id, base_model=base_model, revision=revision,
-            allow_fingerprint_mismatch=allow_fingerprint_mismatch, device=device, cache_dir=cache_dir,
-            is_trainable=is_trainable, allow_integrity_mismatch=allow_integrity_mismatch, **model_kwargs,
-        )
+        path = resolve_checkpoint(path_or_id, revision=revision, cache_dir=cache_dir)
+        if path.is_dir():
+            path = checkpoint_in_folder(path)
+        cfg, files = read_config(path, allow_integrity_mismatch)
+        cfg.allow_fingerprint_mismatch = allow_fingerprint_mismatch
+        cfg.inference_mode = not is_trainable
+        if base_model is not None:  # a model, or a name used instead of the recorded one
+            bases = [base_model]
+        else:
+            if not cfg.base_model_name_or_path:
+                raise ValueError(f"{files.source}: no base_model_name_or_path in the config; pass base_model=")
+            bases = base_candidates(cfg.base_model_name_or_path)
+        for i, base in enumerate(bases):
+            if isinstance(base, str):
+                base = load_base_model(
+                    base, task_type=cfg.task_type, num_labels=cfg.num_labels, label_names=cfg.label_names,
+                    problem_type=cfg.problem_type, revision=revision or cfg.revision, **model_kwargs,
+                )
+            if device is not None:
+                base = base.to(device)
+            try:
+                model = get_intrinsic_model(base, cfg)  # the adapter fills a copy: cfg stays as read
+                break
+            except FingerprintMismatchError:
+                if i + 1 == len(bases):
+                    raise
+        tuner = tuner_of(model)
+        with torch.no_grad():
+            tuner.theta_d.copy_(files.theta_d)
+            if files.said_lambda is not None:
+                tuner.said_lambda.copy_(files.said_lambda)
+        return model
 
     def extra_repr(self) -> str:
         c = self.intrinsic_config
@@ -434,8 +463,19 @@ def get_intrinsic_model(model: nn.Module, config: IntrinsicConfig, adapter_name:
     return cls(model, config, adapter_name)
 
 
-def push_to_hub(model, repo_id: str, **kwargs) -> str:
-    """Upload ``model``'s tiny checkpoint to the hub repo ``repo_id`` (see ``checkpoint.hub.push_to_hub``)."""
-    from ..checkpoint.hub import push_to_hub as _push
+def push_to_hub(model, repo_id: str, private: bool | None = None, token: str | None = None,
+                commit_message: str = "Upload idcompress checkpoint", single_file: bool = False) -> str:
+    """Upload ``model``'s tiny checkpoint (no model card) to the hub repo ``repo_id``
+    (``owner/name``, or ``name`` under the token's user); returns the commit URL.
 
-    return _push(tuner_of(model), repo_id, **kwargs)
+    ``single_file``: one ``model.idc.safetensors`` instead of PEFT's two files.
+    """
+    import tempfile
+
+    from ..checkpoint.hub import upload_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / ("model" + SINGLE_FILE_SUFFIX if single_file else "ckpt")
+        save_checkpoint(tuner_of(model), target, single_file=single_file)  # PEFT's writer has no single file
+        return upload_checkpoint(target, repo_id, private=private, token=token,
+                                 commit_message=commit_message)
