@@ -91,7 +91,7 @@ def test_a_hub_copy_with_other_bytes_is_refused(cli_checkpoint, tmp_path):
         IntrinsicModel.from_pretrained(cli_checkpoint, base_model=other)
 
 
-def test_info_merge_report_take_a_base(cli_checkpoint, tmp_path, capsys):
+def test_info_merge_report_take_a_base(cli_checkpoint, tmp_path, capsys, tiny_bert):
     """--base PATH_OR_ID for a checkpoint whose recorded base cannot be resolved."""
     import shutil
 
@@ -113,8 +113,6 @@ def test_info_merge_report_take_a_base(cli_checkpoint, tmp_path, capsys):
     assert main(["report", str(moved), "--base", base, "--n", "40", "--out", str(tmp_path / "geo")]) == 0
     assert (tmp_path / "geo" / "geometry.json").is_file()
     other = tmp_path / "tiny"
-    from conftest import _tiny_bert as tiny_bert
-
     tiny_bert().save_pretrained(other)
     assert main(["info", str(moved), "--base", str(other)]) == 2  # another base: refused, one line
     assert "layout" in capsys.readouterr().err

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import _tiny_bert as tiny_bert
 from safetensors.torch import load_file, save_file
 
 from idcompress import IntrinsicConfig, get_intrinsic_model, save_checkpoint
@@ -71,7 +70,7 @@ def write_csv(path: Path, n: int, header=("sentence", "label"), text=None, label
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, minilm_tokenizer) -> dict[str, Path]:
+def world(tmp_path_factory, minilm_tokenizer, tiny_bert) -> dict[str, Path]:
     """Data files, a tiny text model folder, a tuned checkpoint (both forms), a resumable run."""
     from transformers import BertConfig, BertModel
 

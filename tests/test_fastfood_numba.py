@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from helpers import randn as _randn
+from helpers import rel_error as _rel
 
 pytest.importorskip("numba")
 
@@ -29,14 +31,6 @@ def _pair(d, D, seed=3):
         FastfoodProjection(d, D, seed, backend="numba"),
         FastfoodProjection(d, D, seed, backend="torch"),
     )
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-def _randn(n, seed):
-    return torch.randn(n, generator=torch.Generator().manual_seed(seed))
 
 
 def test_bits_match_rng_including_high_counters():

@@ -9,6 +9,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import randn as _randn  # noqa: E402
+from helpers import rel_error as _rel  # noqa: E402
 
 triton = pytest.importorskip("triton", reason="triton not installed (pip install -e '.[gpu]')")
 numba = pytest.importorskip("numba")
@@ -39,15 +41,6 @@ def _ranges(n: int, D: int) -> list[tuple[int, int]]:
         (3 % D, D - 2 if D > 4 else D),
     ]
     return sorted({(a, b) for a, b in cand if 0 <= a < b <= D})
-
-
-def _randn(n, seed):
-    return torch.randn(n, generator=torch.Generator().manual_seed(seed))
-
-
-def _rel(a, b) -> float:
-    den = b.double().norm().item()
-    return (a.double() - b.double()).norm().item() / (den if den > 0 else 1.0)
 
 
 def _pair(d, D, seed=0):

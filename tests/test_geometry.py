@@ -15,6 +15,7 @@ import torch
 from idcompress.geometry import (
     MLE,
     AlphaReQ,
+    GeometrySettings,
     ParticipationRatio,
     RankMe,
     TwoNN,
@@ -212,6 +213,9 @@ def test_bad_input_is_refused(est):
         est.fit(bad)
     with pytest.raises(ValueError, match="NaN or inf"):
         est.fit(torch.full((50, 20), float("inf")))
+    for complex_X in (good + 1j, torch.from_numpy(good + 1j)):  # not silently made real
+        with pytest.raises(ValueError, match="Complex data not supported"):
+            est.fit(complex_X)
 
 
 @pytest.mark.parametrize(
@@ -246,16 +250,24 @@ def test_other_refusals():
         RankMe().fit(np.ones((10, 4)))
     with pytest.raises(ValueError, match="same inputs"):
         linear_cka(np.ones((10, 4)), np.ones((11, 4)))
+
+
+
+def test_bad_hyper_parameters_are_refused_by_fit():
+    # scikit-learn's contract: __init__ stores, fit validates
+    X = np.random.default_rng(0).standard_normal((50, 20))
     with pytest.raises(ValueError, match="form"):
-        RankMe(form="sigma2")
+        RankMe(form="sigma2").fit(X)
     with pytest.raises(ValueError, match="fit_range"):
-        AlphaReQ(fit_range=(10, 10))
+        AlphaReQ(fit_range=(10, 10)).fit(X)
     with pytest.raises(ValueError, match="weighting"):
-        AlphaReQ(weighting="1/i")
+        AlphaReQ(weighting="1/i").fit(X)
     with pytest.raises(ValueError, match="discard_fraction"):
-        TwoNN(discard_fraction=1.0)
+        TwoNN(discard_fraction=1.0).fit(X)
     with pytest.raises(ValueError, match="n_neighbors"):
-        MLE(n_neighbors=1)
+        MLE(n_neighbors=1).fit(X)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        GeometrySettings(mle_neighbors=1)  # a report's settings fail before any layer
 
 
 def test_layer_metrics_agree_with_the_estimators():

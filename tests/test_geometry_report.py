@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import PNG_MAGIC
 from torch import nn
 
 from idcompress.geometry import (
@@ -20,10 +21,9 @@ from idcompress.geometry import (
     tokenize_texts,
 )
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-def tiny_bert(seed: int = 0) -> nn.Module:
+def tiny_bert_body(seed: int = 0) -> nn.Module:
+    """A random BERT body (no head, hidden 32), unlike conftest's tiny_bert classifier."""
     from transformers import BertConfig, BertModel
 
     cfg = BertConfig(
@@ -54,7 +54,7 @@ def make_batches(n_batches: int = 4, batch: int = 16, seed: int = 0) -> list[dic
 
 @pytest.fixture(scope="module")
 def bert_and_states():
-    model = tiny_bert()
+    model = tiny_bert_body()
     batches = make_batches()
     return model, batches, collect_hidden_states(model, batches, progress=False)
 
@@ -78,7 +78,7 @@ def test_collect_pools_every_layer(bert_and_states):
 
 
 def test_mean_pooling_ignores_padding():
-    model = tiny_bert()
+    model = tiny_bert_body()
     ids = torch.tensor([[1, 17, 42, 9, 0, 0, 0], [1, 33, 8, 51, 77, 61, 5]])
     mask = (ids != 0).long()
     mask[:, 0] = 1
@@ -93,7 +93,7 @@ def test_mean_pooling_ignores_padding():
 
 
 def test_collect_uses_eval_mode_and_restores_train_mode():
-    model = tiny_bert()
+    model = tiny_bert_body()
     for mod in model.modules():
         if isinstance(mod, nn.Dropout):
             mod.p = 0.5
@@ -168,7 +168,7 @@ def test_collect_hooks_on_token_states_use_the_mask(bert_and_states):
 
 
 def test_collect_refusals():
-    model = tiny_bert()
+    model = tiny_bert_body()
     ids = torch.tensor([[0, 1, 7, 9], [1, 5, 6, 8]])
     left_padded = [{"input_ids": ids, "attention_mask": (ids != 0).long()}]
     with pytest.raises(ValueError, match="left-padded"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import history
 
 from idcompress.cli.main import build_parser, main
 
@@ -27,10 +28,6 @@ def lm_args(task: str, model: str, files: dict, form: str, out: Path, *extra) ->
     return ["finetune", "--task", task, "--model", model, "--train-file", files[f"{form}-train"],
             "--validation-file", files[f"{form}-val"], "--batch-size", "8", "--max-length", "32",
             "--max-new-tokens", "6", "--output-dir", out, *extra]
-
-
-def history(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def samples_of(out: Path, epoch: int) -> list[dict]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import PNG_MAGIC
 
 from idcompress.measure import (
     ResultStore,
@@ -26,7 +27,6 @@ from idcompress.measure import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # -- synthetic score functions (module level: picklable for worker processes) ------------------

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import PNG_MAGIC
 
 from idcompress.cli.main import main
 from idcompress.measure import ResultStore, read_rows
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # a tiny but real sweep: 8x8 digits, a 64-32-10 MLP from scratch, full-batch Adam
 DIGITS = ["measure", "--task", "builtin/digits", "--model", "mlp-32", "--projection", "fastfood",
           "--epochs", "60", "--lr", "0.1", "--baseline-lr", "0.02", "--rel-tol", "0.3"]

@@ -4,6 +4,8 @@ prepare_adjoint, against today's whole-D operations."""
 import numpy as np
 import pytest
 import torch
+from helpers import randn as _randn
+from helpers import rel_error as _rel
 
 from idcompress.projection import dense as dense_mod
 from idcompress.projection import make_projection
@@ -37,15 +39,6 @@ def _ranges(n: int, D: int) -> list[tuple[int, int]]:
         (3 % D, D - 2 if D > 4 else D),
     ]
     return sorted({(a, b) for a, b in cand if 0 <= a < b <= D})
-
-
-def _randn(n, seed, dtype=torch.float32):
-    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    den = b.double().norm().item()
-    return (a.double() - b.double()).norm().item() / (den if den > 0 else 1.0)
 
 
 def _padded(g: torch.Tensor, a: int, D: int) -> torch.Tensor:

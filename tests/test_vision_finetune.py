@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import history
 from safetensors.torch import load_file
 
 from idcompress.cli.main import main
@@ -29,10 +30,6 @@ EFF_ARGS = ["--task", "image/digits", "--model", "efficientnet-lite0", *SUBSET,
 
 def run_cli(*argv) -> int:
     return main([str(a) for a in argv])
-
-
-def history(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,27 @@ import torch
 def as_points(X: Any, owner: str, min_points: int = 1) -> np.ndarray:
     """``X`` (torch tensor, numpy array or nested sequence) of shape (N, h) → float64 ``ndarray``.
 
-    Raises ``ValueError`` naming ``owner`` when X is not 2-D, holds NaN/inf, has no feature column,
-    or has fewer than ``min_points`` rows.
+    Raises ``ValueError`` naming ``owner`` when X is complex, not 2-D, holds NaN/inf, has no
+    feature column, or has fewer than ``min_points`` rows.
     """
+    # complex X is refused before the float64 cast, which would drop the imaginary parts
+    complex_data = ValueError(f"{owner}: Complex data not supported, X must be real")
+    not_numeric = ValueError(f"{owner}: X must be a numeric (N, h) array, got {type(X).__name__}")
     if isinstance(X, torch.Tensor):
+        if X.is_complex():
+            raise complex_data
         arr = X.detach().to("cpu", torch.float64).numpy()
     else:
         try:
-            arr = np.asarray(X, dtype=np.float64)
+            arr = np.asarray(X)
         except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"{owner}: X must be a numeric (N, h) array, got {type(X).__name__}"
-            ) from e
+            raise not_numeric from e
+        if np.iscomplexobj(arr):
+            raise complex_data
+        try:
+            arr = arr.astype(np.float64, copy=False)
+        except (TypeError, ValueError) as e:
+            raise not_numeric from e
     if arr.ndim != 2:
         raise ValueError(f"{owner}: X must be 2-D of shape (N, h), got shape {tuple(arr.shape)}")
     if arr.shape[1] < 1:

@@ -1,8 +1,11 @@
-"""Estimators of representation geometry for points ``X`` of shape (N, h), scikit-learn style.
+"""Estimators of representation geometry for points ``X`` of shape (N, h), scikit-learn estimators.
 
-Hyper-parameters go to ``__init__``; ``fit(X)`` returns ``self`` and stores results in
-trailing-underscore attributes. X may be a torch tensor or a numpy array; everything is computed
-in float64 (eigen- and singular-value solves included). Choices made here (also in docs/design.md):
+They follow scikit-learn's estimator contract: ``__init__`` stores the hyper-parameters unchanged
+(``get_params``/``set_params``/``clone`` come from ``BaseEstimator``); ``fit(X)`` validates them and
+X, returns ``self`` and stores results in trailing-underscore attributes (``n_features_in_``, and
+``feature_names_in_`` for a data frame, as scikit-learn sets them). X may be a torch tensor, a
+numpy array or a data frame; everything is computed in float64 (eigen- and singular-value solves
+included). Choices made here (also in docs/design.md):
 
 - **RankMe** (Garrido et al. 2023): ``exp(H(p))`` with ``p_k = s_k / Σ s + ε``, ``ε = 1e-7``, over
   the singular values of the column-centred X. ``form="sigma"`` (default, reported as ``rankme``)
@@ -34,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import validate_data
 
 from ._checks import as_points, require_points, unique_rows
 from ._threads import torch_threads
@@ -61,7 +66,15 @@ def covariance_eigenvalues(X: np.ndarray) -> np.ndarray:
     return np.where(lam > lam[0] * max(n, h) * np.finfo(np.float64).eps, lam, 0.0)
 
 
-class RankMe:
+def _fit_points(est: BaseEstimator, X: Any, owner: str, min_points: int = 1) -> np.ndarray:
+    """``X`` as float64 points (``as_points``, whose errors name ``owner``); then records
+    ``n_features_in_`` (and ``feature_names_in_`` for a data frame) on ``est``."""
+    points = as_points(X, owner, min_points)
+    validate_data(est, X, skip_check_array=True)  # X itself was checked above
+    return points
+
+
+class RankMe(BaseEstimator):
     """Effective rank ``exp(entropy)`` of the normalised singular-value spectrum.
 
     Parameters: ``form`` ∈ {"sigma", "eig"} (σ or σ², see module doc); ``eps`` added to each p_k.
@@ -69,20 +82,20 @@ class RankMe:
     """
 
     def __init__(self, form: str = "sigma", eps: float = RANKME_EPS) -> None:
-        _check_rankme(form, eps)
         self.form = form
         self.eps = eps
 
     def fit(self, X: Any, y: Any = None) -> RankMe:
-        X = as_points(X, "RankMe", min_points=2)
+        """Fits ``X`` (N, h); ``y`` is ignored."""
+        check_rankme_params(self.form, self.eps)
+        X = _fit_points(self, X, "RankMe", min_points=2)
         self.rank_ = rankme_from_eigenvalues(covariance_eigenvalues(X), self.form, self.eps)
-        self.n_features_in_ = X.shape[1]
         return self
 
 
 def rankme_from_eigenvalues(lam: np.ndarray, form: str = "sigma", eps: float = RANKME_EPS) -> float:
     """RankMe from covariance eigenvalues ``lam`` (σ ∝ √λ); see ``RankMe``."""
-    _check_rankme(form, eps)
+    check_rankme_params(form, eps)
     s = np.sqrt(lam) if form == "sigma" else np.asarray(lam)
     total = s.sum()
     if total == 0:
@@ -92,14 +105,15 @@ def rankme_from_eigenvalues(lam: np.ndarray, form: str = "sigma", eps: float = R
     return float(np.exp(-np.sum(p * np.log(p))))
 
 
-def _check_rankme(form: str, eps: float) -> None:
+def check_rankme_params(form: str, eps: float) -> None:
+    """``ValueError`` unless ``form`` and ``eps`` are valid ``RankMe`` hyper-parameters."""
     if form not in ("sigma", "eig"):
         raise ValueError(f"RankMe: form must be 'sigma' or 'eig', got form={form!r}")
     if not eps >= 0:
         raise ValueError(f"RankMe: eps must be >= 0, got eps={eps!r}")
 
 
-class AlphaReQ:
+class AlphaReQ(BaseEstimator):
     """Power-law decay ``α`` of the covariance spectrum: ``log λ_i ≈ −α log i + c``.
 
     Parameters: ``fit_range`` = (first, last) 1-based ranks, inclusive; ``weighting`` ∈
@@ -111,17 +125,18 @@ class AlphaReQ:
     def __init__(
         self, fit_range: tuple[int, int] = (10, 100), weighting: str = "inverse_rank"
     ) -> None:
-        self.fit_range = _check_alpha(fit_range, weighting)
+        self.fit_range = fit_range
         self.weighting = weighting
 
     def fit(self, X: Any, y: Any = None) -> AlphaReQ:
-        X = as_points(X, f"AlphaReQ with fit_range={self.fit_range}")
-        require_alpha_shape(X.shape, self.fit_range)
+        """Fits ``X`` (N, h); ``y`` is ignored."""
+        fit_range = check_alpha_req_params(self.fit_range, self.weighting)
+        X = _fit_points(self, X, f"AlphaReQ with fit_range={fit_range}")
+        require_alpha_shape(X.shape, fit_range)
         lam = covariance_eigenvalues(X)
         self.alpha_, self.intercept_, self.fit_range_ = alpha_req_from_eigenvalues(
-            lam, self.fit_range, self.weighting
+            lam, fit_range, self.weighting
         )
-        self.n_features_in_ = X.shape[1]
         return self
 
 
@@ -139,7 +154,7 @@ def alpha_req_from_eigenvalues(
 ) -> tuple[float, float, tuple[int, int]]:
     """``(α, c, (first, last))`` fitted to descending covariance eigenvalues ``lam``; the range
     is clipped to the non-zero eigenvalues. See ``AlphaReQ``."""
-    lo, hi = _check_alpha(fit_range, weighting)
+    lo, hi = check_alpha_req_params(fit_range, weighting)
     rank = int(np.count_nonzero(lam))
     if rank < lo + 1:
         raise ValueError(
@@ -153,7 +168,9 @@ def alpha_req_from_eigenvalues(
     return -slope, intercept, (lo, hi)
 
 
-def _check_alpha(fit_range: tuple[int, int], weighting: str) -> tuple[int, int]:
+def check_alpha_req_params(fit_range: tuple[int, int], weighting: str) -> tuple[int, int]:
+    """``fit_range`` as a tuple of two ints; ``ValueError`` unless both are valid ``AlphaReQ``
+    hyper-parameters."""
     lo, hi = fit_range
     if not (int(lo) == lo and int(hi) == hi and 1 <= lo < hi):
         raise ValueError(
@@ -174,16 +191,16 @@ def _weighted_line(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, 
     return float(slope), float(ym - slope * xm)
 
 
-class ParticipationRatio:
+class ParticipationRatio(BaseEstimator):
     """``(Σλ)² / Σλ²`` of the covariance eigenvalues λ; lies in [1, rank].
 
     Attributes after ``fit``: ``ratio_``, ``n_features_in_``.
     """
 
     def fit(self, X: Any, y: Any = None) -> ParticipationRatio:
-        X = as_points(X, "ParticipationRatio", min_points=2)
+        """Fits ``X`` (N, h); ``y`` is ignored."""
+        X = _fit_points(self, X, "ParticipationRatio", min_points=2)
         self.ratio_ = participation_ratio_from_eigenvalues(covariance_eigenvalues(X))
-        self.n_features_in_ = X.shape[1]
         return self
 
 
@@ -195,7 +212,7 @@ def participation_ratio_from_eigenvalues(lam: np.ndarray) -> float:
     return float(np.sum(lam)) ** 2 / frob2
 
 
-class TwoNN:
+class TwoNN(BaseEstimator):
     """Two-nearest-neighbour intrinsic dimension (Facco et al. 2017); see the module doc.
 
     Parameters: ``discard_fraction`` of the largest ratios r₂/r₁ left out of the fit.
@@ -204,22 +221,22 @@ class TwoNN:
     """
 
     def __init__(self, discard_fraction: float = 0.1) -> None:
-        _check_discard_fraction(discard_fraction)
         self.discard_fraction = discard_fraction
 
     def fit(self, X: Any, y: Any = None) -> TwoNN:
-        X = unique_rows(as_points(X, "TwoNN"))
+        """Fits ``X`` (N, h); ``y`` is ignored."""
+        check_twonn_params(self.discard_fraction)
+        X = unique_rows(_fit_points(self, X, "TwoNN"))
         _require_twonn_points(X.shape[0], self.discard_fraction)
         self.dimension_ = twonn_dimension(knn_distances(X, 2), self.discard_fraction)
         self.n_points_ = X.shape[0]
-        self.n_features_in_ = X.shape[1]
         return self
 
 
 def twonn_dimension(nn_distances: np.ndarray, discard_fraction: float = 0.1) -> float:
     """TwoNN estimate from ``nn_distances`` (N, ≥2): each distinct point's ascending distances to
     its nearest neighbours (only the first two columns are used)."""
-    _check_discard_fraction(discard_fraction)
+    check_twonn_params(discard_fraction)
     n = nn_distances.shape[0]
     _require_twonn_points(n, discard_fraction)
     if nn_distances.shape[1] < 2:
@@ -234,7 +251,8 @@ def twonn_dimension(nn_distances: np.ndarray, discard_fraction: float = 0.1) -> 
     return float(np.sum(x * y_cdf) / sxx)
 
 
-def _check_discard_fraction(discard_fraction: float) -> None:
+def check_twonn_params(discard_fraction: float) -> None:
+    """``ValueError`` unless ``discard_fraction`` is a valid ``TwoNN`` hyper-parameter."""
     if not 0 <= discard_fraction < 1:
         raise ValueError(f"TwoNN: discard_fraction must be in [0, 1), got {discard_fraction!r}")
 
@@ -251,7 +269,7 @@ def _require_twonn_points(n: int, discard_fraction: float) -> None:
     require_points(n, needed, f"TwoNN with discard_fraction={discard_fraction}", "distinct points")
 
 
-class MLE:
+class MLE(BaseEstimator):
     """Levina–Bickel maximum-likelihood intrinsic dimension, MacKay–Ghahramani averaging.
 
     Parameters: ``n_neighbors`` (k ≥ 2, ≥ 3 when ``unbiased``), ``unbiased`` (k−2 instead of k−1).
@@ -260,25 +278,23 @@ class MLE:
     """
 
     def __init__(self, n_neighbors: int = 20, unbiased: bool = False) -> None:
-        _check_mle_neighbors(n_neighbors, unbiased)
-        self.n_neighbors = int(n_neighbors)
-        self.unbiased = bool(unbiased)
+        self.n_neighbors = n_neighbors
+        self.unbiased = unbiased
 
     def fit(self, X: Any, y: Any = None) -> MLE:
-        k = self.n_neighbors
-        X = unique_rows(as_points(X, "MLE"))
+        """Fits ``X`` (N, h); ``y`` is ignored."""
+        k = check_mle_params(self.n_neighbors, self.unbiased)
+        X = unique_rows(_fit_points(self, X, "MLE"))
         require_points(X.shape[0], k + 1, f"MLE with n_neighbors={k}", "distinct points")
-        self.dimension_ = mle_dimension(knn_distances(X, k), k, self.unbiased)
+        self.dimension_ = mle_dimension(knn_distances(X, k), k, bool(self.unbiased))
         self.n_points_ = X.shape[0]
-        self.n_features_in_ = X.shape[1]
         return self
 
 
 def mle_dimension(nn_distances: np.ndarray, n_neighbors: int = 20, unbiased: bool = False) -> float:
     """MLE estimate from ``nn_distances`` (N, ≥k): each distinct point's ascending distances to
     its nearest neighbours (only the first ``n_neighbors`` = k columns are used)."""
-    k = n_neighbors
-    _check_mle_neighbors(k, unbiased)
+    k = check_mle_params(n_neighbors, unbiased)
     require_points(nn_distances.shape[0], k + 1, f"MLE with n_neighbors={k}", "distinct points")
     if nn_distances.shape[1] < k:
         raise ValueError(
@@ -294,10 +310,13 @@ def mle_dimension(nn_distances: np.ndarray, n_neighbors: int = 20, unbiased: boo
     return float((k - 2 if unbiased else k - 1) / mean_log_sum)
 
 
-def _check_mle_neighbors(n_neighbors: int, unbiased: bool) -> None:
+def check_mle_params(n_neighbors: int, unbiased: bool) -> int:
+    """``n_neighbors`` as an int; ``ValueError`` unless it is a valid ``MLE`` hyper-parameter
+    for ``unbiased``."""
     min_k = 3 if unbiased else 2
     if int(n_neighbors) != n_neighbors or n_neighbors < min_k:
         raise ValueError(
             f"MLE: n_neighbors must be an integer >= {min_k} (unbiased={unbiased}), "
             f"got {n_neighbors!r}"
         )
+    return int(n_neighbors)

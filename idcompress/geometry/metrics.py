@@ -10,10 +10,10 @@ import numpy as np
 
 from ._checks import as_points, unique_rows
 from .estimators import (
-    MLE,
-    AlphaReQ,
-    TwoNN,
     alpha_req_from_eigenvalues,
+    check_alpha_req_params,
+    check_mle_params,
+    check_twonn_params,
     covariance_eigenvalues,
     mle_dimension,
     participation_ratio_from_eigenvalues,
@@ -37,10 +37,10 @@ class GeometrySettings:
     mle_neighbors: int = 20
 
     def __post_init__(self) -> None:
-        # The estimators validate their hyper-parameters; fail here, not once per layer.
-        AlphaReQ(self.alpha_fit_range, self.alpha_weighting)
-        TwoNN(self.twonn_discard_fraction)
-        MLE(self.mle_neighbors)
+        # The estimators' own checks, here so that bad settings fail once, not once per layer.
+        check_alpha_req_params(self.alpha_fit_range, self.alpha_weighting)
+        check_twonn_params(self.twonn_discard_fraction)
+        check_mle_params(self.mle_neighbors, unbiased=False)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
