@@ -3,7 +3,11 @@
 Shape of the loop (as Accelerate's ``examples/nlp_example.py``): ``Accelerator(mixed_precision,
 gradient_accumulation_steps)`` → ``prepare`` the loaders, model, AdamW and a linear warm-up/decay
 schedule → per batch ``accumulate`` / ``backward`` / ``step`` → evaluation with
-``gather_for_metrics`` after every epoch.
+``gather_for_metrics`` after every epoch. :func:`_train` reads that way: ``_start`` (refusals,
+the Accelerator), ``_prepare`` (data, model, optimizer, schedule, resume), ``_train_epoch`` per
+epoch (``_step`` per batch, ``_evaluate``, the saves due) until the last epoch or a stop
+(``stop_reason``: ``"early-stop"`` or ``"stop-after-steps"``), then ``_finish`` (final score,
+checkpoint, reload check, geometry report, hub).
 
 Choices made here:
 
