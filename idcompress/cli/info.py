@@ -21,8 +21,6 @@ from typing import Any
 
 from .common import command_parser, doc_body
 
-BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
-
 
 def checkpoint_info(path_or_id: str, revision: str | None = None, force: bool = False
                     ) -> dict[str, Any]:
@@ -30,7 +28,7 @@ def checkpoint_info(path_or_id: str, revision: str | None = None, force: bool = 
 
     Its integrity digest is verified (``force``: a mismatch warns instead of failing).
     """
-    from ..checkpoint.format import CONFIG_NAME, WEIGHTS_NAME
+    from ..checkpoint import size
     from ..checkpoint.hub import checkpoint_in_folder, resolve_checkpoint
     from ..tuners.loading import read_config
 
@@ -38,14 +36,14 @@ def checkpoint_info(path_or_id: str, revision: str | None = None, force: bool = 
     if path.is_dir():
         path = checkpoint_in_folder(path)
     cfg, files = read_config(path, allow_integrity_mismatch=force)
-    own = [path / CONFIG_NAME, path / WEIGHTS_NAME] if path.is_dir() else [path]
-    ckpt_bytes = sum(f.stat().st_size for f in own)
+    own = size.own_files(path)
+    ckpt_bytes = size.own_bytes(path)
     n_theta = files.theta_d.numel()
     n_lambda = 0 if files.said_lambda is None else files.said_lambda.numel()
     stored = n_theta + n_lambda
-    bits = BITS[cfg.vector_dtype]
+    bits = size.bits_per_number(cfg.vector_dtype)
     whole = cfg.include is None and cfg.exclude is None
-    base_bytes = 4 * cfg.D
+    base_bytes = size.fp32_bytes(cfg.D)
     return {
         "checkpoint": str(path),
         "form": "directory" if path.is_dir() else "single-file",
@@ -70,7 +68,7 @@ def checkpoint_info(path_or_id: str, revision: str | None = None, force: bool = 
         "vector_dtype": cfg.vector_dtype,
         "bits_per_number": bits,
         "stored_numbers": stored,
-        "mdl_bits": stored * bits,
+        "mdl_bits": size.mdl_bits(stored, cfg.vector_dtype),
         "checkpoint_bytes": ckpt_bytes,
         "base_fp32_bytes": base_bytes,
         "base_fp32_counts": (
@@ -78,7 +76,7 @@ def checkpoint_info(path_or_id: str, revision: str | None = None, force: bool = 
             else "the D tuned parameters only: 4 x D (include/exclude leave parameters out; "
                  "the checkpoint does not record how many)"
         ),
-        "compression_ratio": base_bytes / ckpt_bytes,
+        "compression_ratio": size.compression_ratio(cfg.D, ckpt_bytes),
         "idcompress_version": cfg.idcompress_version,
     }
 

@@ -1,7 +1,8 @@
 """The geometry report of a tuned model: base vs tuned hidden states on the same inputs.
 
 The base representation is the tuned model itself with ``theta_d = 0`` (and SAID's scales at
-one), i.e. θ₀ exactly, so only one model is held in memory.
+one), i.e. θ₀ exactly, so only one model is held in memory. :func:`report_after_training` is
+the report ``idcompress finetune`` writes at the end of an intrinsic run.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import size
 from .collect import collect_hidden_states, tokenize_texts
-from .report import geometry_report
+from .report import format_table, geometry_report
+
+#: batch keys a classifier's forward gets in the report after training
+REPORT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+REPORT_MAX_INPUTS = 2000
 
 
 def checkpoint_facts(model, checkpoint_bytes: int | None = None, d90: Any = None) -> dict[str, Any]:
     """d, D, tensors, projection, compression ratio and MDL bits of an ``IntrinsicModel``."""
     cfg = model.intrinsic_config
-    bits = {"float32": 32, "float16": 16, "bfloat16": 16}[cfg.vector_dtype]
     stored = cfg.d  # theta_d plus, for SAID, the m scales
     facts: dict[str, Any] = {
         "d": cfg.d,
@@ -29,11 +34,11 @@ def checkpoint_facts(model, checkpoint_bytes: int | None = None, d90: Any = None
         "projection": cfg.projection,
         "seed": cfg.seed,
         "base": cfg.base_model_name_or_path,
-        "mdl_bits": stored * bits,
+        "mdl_bits": size.mdl_bits(stored, cfg.vector_dtype),
     }
     if checkpoint_bytes:
         facts["checkpoint_bytes"] = checkpoint_bytes
-        facts["compression_ratio"] = round(model.layout.D * 4 / checkpoint_bytes, 1)
+        facts["compression_ratio"] = round(size.compression_ratio(model.layout.D, checkpoint_bytes), 1)
     if d90 is not None:
         facts["d90"] = d90
     return facts
@@ -91,3 +96,44 @@ def report_on_batches(model, batches, out_dir: str | os.PathLike, facts: dict | 
     tuned = collect_hidden_states(model, batches, progress=progress, desc="tuned hidden states",
                                   module_names=module_names, **pool)
     return geometry_report(base, tuned, out_dir, facts=facts, progress=progress)
+
+
+def report_after_training(model, loader, out_dir: Path, checkpoint_bytes: int | None,
+                          keys: tuple[str, ...] = REPORT_KEYS,
+                          pooling: tuple[str, ...] | None = None) -> str | None:
+    """The geometry report (base θ₀ vs tuned, per layer) on up to 2,000 inputs of ``loader``.
+
+    Written to ``out_dir/geometry``; that folder, or ``None`` when skipped (a note is printed).
+    Layers: a transformers base's ``hidden_states``; for other models the outputs of the
+    submodules the base lists in ``report_module_names`` (e.g. EfficientNet-Lite0's blocks,
+    feature maps mean-pooled over space), captured by forward hooks. Skipped for a model with
+    neither. ``keys``: the batch entries the forward gets; ``pooling``: as in
+    :func:`report_on_batches`.
+    """
+    from transformers import PreTrainedModel
+
+    module_names = None
+    base = model.get_base_model()
+    if not isinstance(base, PreTrainedModel):
+        names = getattr(base, "report_module_names", None)
+        if not names:
+            print(f"geometry report skipped: {type(base).__name__} is not a "
+                  "transformers model (no hidden_states) and lists no report_module_names")
+            return None
+        module_names = [f"base_model.model.{n}" for n in names]
+    batches, n = [], 0
+    for batch in loader:
+        b = {k: v for k, v in batch.items() if k in keys}
+        batches.append(b)
+        n += next(iter(b.values())).shape[0]
+        if n >= REPORT_MAX_INPUTS:
+            break
+    try:
+        res = report_on_batches(model, batches, out_dir / "geometry",
+                                facts=checkpoint_facts(model, checkpoint_bytes),
+                                module_names=module_names, pooling=pooling)
+    except ValueError as e:  # e.g. too few validation inputs for the estimators
+        print(f"geometry report skipped: {e}")
+        return None
+    print(format_table(res))
+    return str(out_dir / "geometry")

@@ -16,7 +16,7 @@ __all__ = [
     "train",
 ]
 __getattr__ = lazy_getattr(__name__, {
-    "RunResult": ".loop", "evaluate": ".loop", "train": ".loop",
+    "RunResult": ".summary", "evaluate": ".loop", "train": ".loop",
     "BuiltModel": ".methods", "build_model": ".methods", "load_classifier": ".methods",
     "DEFAULT_LR": ".options", "DEMO_PRESET": ".options", "FinetuneOptions": ".options",
     "load_yaml_options": ".options", "merge_options": ".options",

@@ -3,7 +3,11 @@
 Shape of the loop (as Accelerate's ``examples/nlp_example.py``): ``Accelerator(mixed_precision,
 gradient_accumulation_steps)`` → ``prepare`` the loaders, model, AdamW and a linear warm-up/decay
 schedule → per batch ``accumulate`` / ``backward`` / ``step`` → evaluation with
-``gather_for_metrics`` after every epoch.
+``gather_for_metrics`` after every epoch. :func:`_train` reads that way: ``_start`` (refusals,
+the Accelerator), ``_prepare`` (data, model, optimizer, schedule, resume), ``_train_epoch`` per
+epoch (``_step`` per batch, ``_evaluate``, the saves due) until the last epoch or a stop
+(``stop_reason``: ``"early-stop"`` or ``"stop-after-steps"``), then ``_finish`` (final score,
+checkpoint, reload check, geometry report, hub).
 
 Choices made here:
 
@@ -33,7 +37,7 @@ Choices made here:
   or images turned into ``pixel_values`` by the collate) and the model class differ. The loss is
   the model's own ``loss`` when its output has one; a model that returns bare logits (or an
   output without ``loss``) gets cross-entropy (MSE for regression) computed here.
-* Reliability (:mod:`.lock`, :mod:`.checks`, :mod:`.state`): the output folder is locked for
+* Reliability (:mod:`.lock`, :mod:`.checks`, :mod:`.state`, :mod:`.run_state`): the output folder is locked for
   the run's lifetime (a second run on it is refused; a stale lock is taken over) and temporary
   files of a killed run are removed; a folder holding a run needs ``--resume`` or
   ``--overwrite``; fp16 on CPU and a ``--max-length`` above the model's are refused before
@@ -51,7 +55,7 @@ import json
 import math
 import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,79 +64,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint.size import tree_bytes
 from ..data import TaskSpec, compute_metrics
 from . import state as st
 from . import tracking
 from .checks import check_before_training, check_loss, check_mixed_precision
 from .data import load_data, make_loaders
 from .lm import evaluate_lm, is_generative, report_keys, report_pooling, write_samples
-from .methods import (
-    BuiltModel,
-    build_model,
-    checkpoint_bytes,
-    load_intrinsic,
-    save_model,
-    set_train_mode,
-)
+from .methods import BuiltModel, build_model, load_intrinsic, save_model, set_train_mode
 from .options import FinetuneOptions
+from .run_state import RunState
+from .summary import RunResult, eval_line, initial_line
 
-
-@dataclass
-class RunResult:
-    """What a run produced. ``metrics`` maps each eval split to its metrics."""
-
-    options: FinetuneOptions
-    output_dir: Path
-    task: str
-    main_metric: str
-    score: float | None = None
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    method: str = "intrinsic"
-    d: int | None = None
-    D: int | None = None
-    trainable: int = 0
-    base_params: int = 0
-    checkpoint: Path | None = None
-    checkpoint_bytes: int | None = None
-    steps: int = 0
-    epochs_done: int = 0
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    interrupted: bool = False
-    reload_score: float | None = None
-    report: str | None = None  # folder of the geometry report
-    score_float32: float | None = None  # --vector-dtype: the score before the cast
-    initial_metrics: dict[str, dict[str, float]] | None = None  # generative: before training
-    hub_url: str | None = None  # --push-to-hub: the commit
-    wall_time_s: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def base_bytes_fp32(self) -> int:
-        return 4 * self.base_params
-
-    @property
-    def compression_ratio(self) -> float | None:
-        if not self.checkpoint_bytes:
-            return None
-        return self.base_bytes_fp32 / self.checkpoint_bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task, "method": self.method, "main_metric": self.main_metric,
-            "score": self.score, "metrics": self.metrics, "d": self.d, "D": self.D,
-            "trainable_params": self.trainable, "base_params": self.base_params,
-            "base_bytes_fp32": self.base_bytes_fp32,
-            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
-            "checkpoint_bytes": self.checkpoint_bytes,
-            "compression_ratio": self.compression_ratio,
-            "reload_score": self.reload_score, "report": self.report, "steps": self.steps,
-            "score_float32": self.score_float32, "hub_url": self.hub_url,
-            "initial_metrics": self.initial_metrics,
-            "epochs_done": self.epochs_done, "best_epoch": self.best_epoch,
-            "stopped_early": self.stopped_early, "interrupted": self.interrupted,
-            "wall_time_s": self.wall_time_s, "options": self.options.to_dict(),
-        }
+__all__ = ["RunResult", "compute_loss", "default_output_dir", "evaluate", "train"]
 
 
 def default_output_dir(options: FinetuneOptions) -> Path:
@@ -196,98 +140,46 @@ def evaluate(model: nn.Module, loaders: dict, spec: TaskSpec, accelerator
     return out
 
 
-def _trainable_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
-            if p.requires_grad}
+@dataclass
+class _Session:
+    """What the pieces of one run share: the prepared objects and the run's bookkeeping."""
 
+    options: FinetuneOptions
+    accelerator: Any
+    log_with: Any
+    t0: float  # time.perf_counter() at the start
+    data: Any  # .data.LoadedData
+    built: BuiltModel
+    model: nn.Module  # prepared (DDP-wrapped under several processes)
+    optimizer: Any
+    scheduler: Any
+    train_dl: Any
+    eval_dls: dict[str, Any]
+    sampler: Any
+    total_steps: int
+    run: RunState
+    result: RunResult
+    steplog: tracking.StepLogger
 
-@torch.no_grad()
-def _restore_snapshot(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for n, t in snapshot.items():
-        params[n].copy_(t.to(params[n].device))
+    @property
+    def spec(self) -> TaskSpec:
+        return self.data.spec
 
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.options.output_dir)
 
-class _Run:
-    """Mutable bookkeeping of one run (what ``trainer_state.json`` holds)."""
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
 
-    def __init__(self) -> None:
-        self.global_step = 0
-        self.completed_batches = 0
-        self.history: list[dict[str, Any]] = []
-        self.best_score: float | None = None
-        self.best_epoch: int | None = None
-        self.bad_evals = 0
-        self.best_snapshot: dict[str, torch.Tensor] | None = None
-        self.stopped_early = False
-        self.epoch_loss_sum = 0.0  # over all processes, batches of the current epoch so far
-        self.epoch_loss_count = 0
+    @property
+    def n_proc(self) -> int:
+        return self.accelerator.num_processes
 
-    def to_json(self) -> dict[str, Any]:
-        return {"global_step": self.global_step, "completed_batches": self.completed_batches,
-                "history": self.history, "best_score": self.best_score,
-                "best_epoch": self.best_epoch, "bad_evals": self.bad_evals,
-                "stopped_early": self.stopped_early, "epoch_loss_sum": self.epoch_loss_sum,
-                "epoch_loss_count": self.epoch_loss_count}
-
-    def load_json(self, data: dict[str, Any]) -> None:
-        for k in ("global_step", "completed_batches", "history", "best_score", "best_epoch",
-                  "bad_evals", "stopped_early", "epoch_loss_sum", "epoch_loss_count"):
-            setattr(self, k, data[k])
-
-
-_REPORT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
-REPORT_MAX_INPUTS = 2000
-
-
-def _better(score: float, best: float | None, spec) -> bool:
-    """``score`` beats ``best`` (lower is better for a spec with ``greater_is_better=False``)."""
-    if best is None:
-        return True
-    return score > best if getattr(spec, "greater_is_better", True) else score < best
-
-
-def _geometry_report(model, eval_dl, out_dir: Path, result, spec=None) -> str | None:
-    """The geometry report (base θ₀ vs tuned, per layer) on up to 2,000 validation inputs.
-
-    Layers: a transformers base's ``hidden_states``; for other models the outputs of the
-    submodules the base lists in ``report_module_names`` (e.g. EfficientNet-Lite0's blocks,
-    feature maps mean-pooled over space), captured by forward hooks. Skipped, with a note, for
-    a model with neither.
-    """
-    from transformers import PreTrainedModel
-
-    from ..geometry import format_table
-    from ..geometry.pipeline import checkpoint_facts, report_on_batches
-
-    module_names = None
-    keys, pool = _REPORT_KEYS, {}
-    if is_generative(spec):  # causal: last real token + mean; seq2seq: encoder mean
-        keys, pool = report_keys(spec), {"pooling": report_pooling(spec)}
-    base = model.get_base_model()
-    if not isinstance(base, PreTrainedModel):
-        names = getattr(base, "report_module_names", None)
-        if not names:
-            print(f"geometry report skipped: {type(base).__name__} is not a "
-                  "transformers model (no hidden_states) and lists no report_module_names")
-            return None
-        module_names = [f"base_model.model.{n}" for n in names]
-    batches, n = [], 0
-    for batch in eval_dl:
-        b = {k: v for k, v in batch.items() if k in keys}
-        batches.append(b)
-        n += next(iter(b.values())).shape[0]
-        if n >= REPORT_MAX_INPUTS:
-            break
-    try:
-        res = report_on_batches(model, batches, out_dir / "geometry",
-                                facts=checkpoint_facts(model, result.checkpoint_bytes),
-                                module_names=module_names, **pool)
-    except ValueError as e:  # e.g. too few validation inputs for the estimators
-        print(f"geometry report skipped: {e}")
-        return None
-    print(format_table(res))
-    return str(out_dir / "geometry")
+    @property
+    def n_batches(self) -> int:
+        return len(self.train_dl)
 
 
 def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
@@ -317,11 +209,63 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
 
 
 def _train(options: FinetuneOptions, progress: bool = True) -> RunResult:
-    """The body of :func:`train`, run under the output folder's lock."""
-    from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
+    """The body of :func:`train`, run under the output folder's lock.
+
+    Refusals, then Accelerate's objects (:func:`_prepare`); epochs with their evaluations and
+    saves (:func:`_train_epoch`) until the last one or a stop; the checkpoint (:func:`_finish`).
+    """
+    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    accelerator, log_with, resume_from = _start(options)
+    t = _prepare(options, accelerator, log_with, resume_from, t0)
+    run = t.run
+    if is_generative(t.spec) and resume_from is None:  # the base's loss, to compare with
+        _evaluate_base(t)
+
+    bar = tqdm(total=t.total_steps, initial=run.global_step, desc="finetune", unit="step",
+               disable=not (progress and accelerator.is_local_main_process), dynamic_ncols=True)
+    stop_reason = "early-stop" if run.stopped_early else None  # None | "early-stop" | "stop-after-steps"
+    start_epoch = run.completed_batches // t.n_batches
+    t.steplog.start()
+    for epoch in range(start_epoch, options.epochs):
+        if stop_reason is not None:
+            break
+        stop_reason = _train_epoch(t, epoch, bar)
+    bar.close()
+
+    result = t.result
+    result.steps, result.history = run.global_step, run.history
+    result.epochs_done = min(options.epochs, run.completed_batches // t.n_batches)
+    result.stopped_early = run.stopped_early
+    result.best_epoch = run.best_epoch
+    if stop_reason == "stop-after-steps":
+        result.interrupted = True
+        result.wall_time_s = time.perf_counter() - t0
+        accelerator.print(f"stopped after {run.global_step} steps (--stop-after-steps); state "
+                          f"saved in {st.latest_state(t.out_dir)}; continue with --resume")
+        if log_with:
+            accelerator.end_training()
+        return result
+
+    _finish(t)
+    if log_with:
+        accelerator.end_training()
+    result.wall_time_s = time.perf_counter() - t0
+    if t.is_main:
+        st.write_json_atomic(t.out_dir / "metrics.json", result.to_dict())
+    return result
+
+
+# --- before the first step ---------------------------------------------------------------------
+def _start(options: FinetuneOptions) -> tuple[Any, Any, Path | None]:
+    """Every refusal that needs no data or model, and the Accelerator.
+
+    ``(accelerator, log_with, resume_from)``: the trackers to log with, the state folder to
+    resume from (verified) or ``None``.
+    """
+    from accelerate import Accelerator
+
     options.validate()
     log_with = tracking.log_with(options.report_to)  # a missing tracker package: refused now
     if options.push_to_hub:
@@ -335,24 +279,36 @@ def _train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     accelerator = Accelerator(mixed_precision=options.mixed_precision,
                               gradient_accumulation_steps=options.grad_accum,
                               log_with=log_with, project_dir=str(out_dir))
-    is_main = accelerator.is_main_process
     accelerator.print(f"processes: {accelerator.num_processes} (world size; device {accelerator.device}, "
                       f"batch {options.batch_size} per process)")
     st.check_output_dir(out_dir, options.resume, options.overwrite)
-    resume_from = None
-    if options.resume:
-        resume_from = st.latest_state(out_dir)
-        if resume_from is None:
-            raise ValueError(f"--resume: no saved training state in {str(out_dir / st.STATE_DIR)!r}"
-                             " (runs save it with --save-every N or when stopped early)")
-        if not (out_dir / st.OPTIONS_FILE).is_file():
-            raise ValueError(f"--resume: {str(out_dir / st.OPTIONS_FILE)!r} not found")
-        saved = st.load_saved_options(out_dir / st.OPTIONS_FILE)
-        st.check_resumable(saved, options.to_dict(), out_dir)
-        st.verify_state(resume_from)  # every file, before anything is loaded
+    resume_from = _resume_point(options, out_dir) if options.resume else None
     check_before_training(options, accelerator.device)
     accelerator.wait_for_everyone()
+    return accelerator, log_with, resume_from
 
+
+def _resume_point(options: FinetuneOptions, out_dir: Path) -> Path:
+    """``--resume``: the newest saved state of ``out_dir``, its options and files checked."""
+    resume_from = st.latest_state(out_dir)
+    if resume_from is None:
+        raise ValueError(f"--resume: no saved training state in {str(out_dir / st.STATE_DIR)!r}"
+                         " (runs save it with --save-every N or when stopped early)")
+    if not (out_dir / st.OPTIONS_FILE).is_file():
+        raise ValueError(f"--resume: {str(out_dir / st.OPTIONS_FILE)!r} not found")
+    saved = st.load_saved_options(out_dir / st.OPTIONS_FILE)
+    st.check_resumable(saved, options.to_dict(), out_dir)
+    st.verify_state(resume_from)  # every file, before anything is loaded
+    return resume_from
+
+
+def _prepare(options: FinetuneOptions, accelerator, log_with, resume_from: Path | None,
+             t0: float) -> _Session:
+    """Data, model, loaders, AdamW and the schedule, prepared; the run state (resumed if asked);
+    the trackers started."""
+    from transformers import get_linear_schedule_with_warmup
+
+    is_main, out_dir = accelerator.is_main_process, Path(options.output_dir)
     with accelerator.main_process_first():
         data = load_data(options)
     spec = data.spec
@@ -371,8 +327,7 @@ def _train(options: FinetuneOptions, progress: bool = True) -> RunResult:
                                                options.batch_size, options.seed)
     prepared = accelerator.prepare(train_dl, *eval_dls.values())
     train_dl, eval_dls = prepared[0], dict(zip(eval_dls, prepared[1:]))
-    steps_per_epoch = math.ceil(len(train_dl) / options.grad_accum)
-    total_steps = steps_per_epoch * options.epochs
+    total_steps = math.ceil(len(train_dl) / options.grad_accum) * options.epochs
     optimizer = _optimizer(model, options.learning_rate, options.weight_decay)
     # the prepared scheduler steps once per process per optimizer step (Accelerate's convention)
     n_proc = accelerator.num_processes
@@ -380,227 +335,230 @@ def _train(options: FinetuneOptions, progress: bool = True) -> RunResult:
         optimizer, num_warmup_steps=math.ceil(options.warmup_ratio * total_steps) * n_proc,
         num_training_steps=total_steps * n_proc)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    run = _Run()
-    load_kwargs = {}
-    if built.method == "intrinsic":
-        # the saved state holds θ_d, λ and the buffers: the frozen parameters are the base's, not
-        # copied into every state folder (90 MB each for MiniLM)
-        frozen = {n for n, p in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False)
-                  if not p.requires_grad}
-
-        def _only_trainable(models, weights, output_dir):
-            for i, w in enumerate(weights):
-                weights[i] = {k: v for k, v in w.items() if k not in frozen}
-
-        accelerator.register_save_state_pre_hook(_only_trainable)
-        load_kwargs = {"strict": False}
+    load_kwargs = _save_only_trainable(accelerator, model) if built.method == "intrinsic" else {}
+    run = RunState()
     if resume_from is not None:
-        try:
-            accelerator.load_state(str(resume_from), **load_kwargs)
-        except (OSError, EOFError, pickle.UnpicklingError) as e:
-            raise ValueError(f"--resume: the saved state in {str(resume_from)!r} does not load: "
-                             f"{type(e).__name__}: {e}") from None
-        run.load_json(st.read_trainer_state(resume_from))
-        if is_main:  # an evaluation logged after this state was saved is logged again below
-            st.rewrite_history(out_dir / st.METRICS_LOG, run.history)
-        if (resume_from / st.BEST_SNAPSHOT).is_file():
-            from safetensors.torch import load_file
-
-            run.best_snapshot = load_file(str(resume_from / st.BEST_SNAPSHOT))
-        accelerator.print(f"resumed from {resume_from} at step {run.global_step}")
-
-    log_path = out_dir / st.METRICS_LOG
+        run = _resume(accelerator, resume_from, out_dir, load_kwargs)
     if log_with:
         accelerator.init_trackers(tracking.PROJECT_NAME,
                                   config=tracking.tracker_config(options.to_dict()))
-    steplog = tracking.StepLogger(accelerator, options.logging_steps, out_dir)
+    return _Session(options=options, accelerator=accelerator, log_with=log_with, t0=t0, data=data,
+                    built=built, model=model, optimizer=optimizer, scheduler=scheduler,
+                    train_dl=train_dl, eval_dls=eval_dls, sampler=sampler,
+                    total_steps=total_steps, run=run, result=result,
+                    steplog=tracking.StepLogger(accelerator, options.logging_steps, out_dir))
 
-    def save_state(loss_sum: torch.Tensor, loss_n: int) -> Path:
-        folder = st.state_folder(out_dir, run.global_step)
-        run.epoch_loss_sum = accelerator.reduce(loss_sum.clone(), "sum").item()
-        run.epoch_loss_count = loss_n * n_proc
-        accelerator.save_state(str(folder))
-        accelerator.wait_for_everyone()  # every process's files are in before they are listed
-        if is_main:
-            if run.best_snapshot is not None:
-                from safetensors.torch import save_file
 
-                save_file(run.best_snapshot, str(folder / st.BEST_SNAPSHOT))
-            st.write_trainer_state(folder, run.to_json())  # sizes + digests of the files
-            st.prune_states(out_dir, folder)
-        accelerator.wait_for_everyone()
-        return folder
+def _save_only_trainable(accelerator, model: nn.Module) -> dict[str, Any]:
+    """Leave the frozen parameters out of every saved state; the ``load_state`` arguments.
 
-    def do_eval(epoch: int, train_loss: float | None) -> None:
-        metrics = evaluate(model, eval_dls, spec, accelerator)
-        score = metrics[spec.eval_splits[0]][spec.main_metric]
-        entry = {"epoch": epoch, "step": run.global_step, "score": score, **metrics,
-                 "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
-                 "elapsed_s": round(time.perf_counter() - t0, 3)}
-        run.history.append(entry)
-        if _better(score, run.best_score, spec):
-            run.best_score, run.best_epoch, run.bad_evals = score, epoch, 0
-            if options.early_stop is not None:
-                run.best_snapshot = _trainable_snapshot(accelerator.unwrap_model(model))
-        else:
-            run.bad_evals += 1
-            if options.early_stop is not None and run.bad_evals >= options.early_stop:
-                run.stopped_early = True
-        if is_main:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
-        accelerator.print(f"epoch {epoch} step {run.global_step}: {spec.main_metric}={score:.4f} "
-                          + " ".join(f"{s}/{k}={v:.4f}" for s, m in metrics.items()
-                                     for k, v in m.items()))
-        if log_with:
-            accelerator.log(tracking.eval_record(metrics, train_loss), step=run.global_step)
-        if is_generative(spec) and data.samples and is_main:
-            write_samples(accelerator.unwrap_model(model), data.tokenizer, spec, data.samples,
-                          out_dir, epoch, options.max_new_tokens)
+    The saved state holds θ_d, λ and the buffers: the frozen parameters are the base's, not
+    copied into every state folder (90 MB each for MiniLM).
+    """
+    frozen = {n for n, p in accelerator.unwrap_model(model).named_parameters(remove_duplicate=False)
+              if not p.requires_grad}
 
-    if is_generative(spec) and resume_from is None:  # the base's loss, to compare with
-        result.initial_metrics = evaluate(model, eval_dls, spec, accelerator)
-        first = result.initial_metrics[spec.eval_splits[0]]
-        accelerator.print("before training: " + " ".join(f"{k}={v:.4f}" for k, v in first.items()))
-        if is_main:
-            st.write_json_atomic(out_dir / "initial_metrics.json", result.initial_metrics)
+    def only_trainable(models, weights, output_dir):
+        for i, w in enumerate(weights):
+            weights[i] = {k: v for k, v in w.items() if k not in frozen}
 
-    from tqdm.auto import tqdm
+    accelerator.register_save_state_pre_hook(only_trainable)
+    return {"strict": False}
 
-    bar = tqdm(total=total_steps, initial=run.global_step, desc="finetune", unit="step",
-               disable=not (progress and accelerator.is_local_main_process), dynamic_ncols=True)
-    n_batches = len(train_dl)
-    start_epoch = run.completed_batches // n_batches
-    interrupted = run.stopped_early
-    norm = 0.0  # gradient norm of the step being logged (--logging-steps)
-    steplog.start()
-    for epoch in range(start_epoch, options.epochs):
-        if interrupted:
-            break
-        skip = run.completed_batches - epoch * n_batches
-        sampler.set_epoch(epoch)
-        train_dl.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
-        if skip:
-            loader.set_epoch(epoch)
-        set_train_mode(model, built.method)  # intrinsic: BatchNorm statistics stay θ₀'s
-        # the running loss of an interrupted epoch continues where it stopped (on process 0)
-        loss_sum = torch.tensor(run.epoch_loss_sum if skip and is_main else 0.0,
-                                device=accelerator.device)
-        loss_n = run.epoch_loss_count // n_proc if skip else 0
-        save_pending = stop_pending = False
-        for i, batch in enumerate(loader, start=skip):
-            with accelerator.accumulate(model):
-                loss = compute_loss(model, batch, spec)
-                check_loss(loss, run.global_step, epoch, options)
-                accelerator.backward(loss)
-                steplog.on_batch(batch, loss)
-                if accelerator.sync_gradients and steplog.due(run.global_step + 1):
-                    norm = tracking.grad_norm(model)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            loss_sum += loss.detach().float()
-            loss_n += 1
-            run.completed_batches += 1
-            if not accelerator.sync_gradients:
-                continue
-            run.global_step += 1
-            if steplog.due(run.global_step):
-                steplog.on_step(run.global_step, scheduler.get_last_lr()[0], norm)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            last_in_epoch = i == n_batches - 1
-            save_pending |= bool(options.save_every and run.global_step % options.save_every == 0)
-            stop_pending |= (options.stop_after_steps is not None
-                             and run.global_step >= options.stop_after_steps)
-            if last_in_epoch:
-                break  # a save or stop due now waits for this epoch's evaluation
-            if stop_pending:
-                save_state(loss_sum, loss_n)
-                interrupted = True
-                break
-            if save_pending:
-                save_state(loss_sum, loss_n)
-                save_pending = False
-        if interrupted:
-            break
-        train_loss = accelerator.reduce(loss_sum, "sum").item() / max(1, loss_n * n_proc)
-        if options.eval_every_epoch or epoch == options.epochs - 1:
-            do_eval(epoch + 1, train_loss)
-        loss_sum.zero_()
-        loss_n = 0
-        if stop_pending:
-            save_state(loss_sum, loss_n)
-            interrupted = True
-        elif save_pending:
-            save_state(loss_sum, loss_n)
-        if run.stopped_early:
-            accelerator.print(f"early stop: no improvement in {options.early_stop} evaluations")
-            break
-    bar.close()
 
-    result.steps, result.history = run.global_step, run.history
-    result.epochs_done = min(options.epochs, run.completed_batches // n_batches)
-    result.stopped_early = run.stopped_early
-    result.best_epoch = run.best_epoch
-    if interrupted and not run.stopped_early:
-        result.interrupted = True
-        result.wall_time_s = time.perf_counter() - t0
-        accelerator.print(f"stopped after {run.global_step} steps (--stop-after-steps); state "
-                          f"saved in {st.latest_state(out_dir)}; continue with --resume")
-        if log_with:
-            accelerator.end_training()
-        return result
+def _resume(accelerator, resume_from: Path, out_dir: Path, load_kwargs: dict[str, Any]
+            ) -> RunState:
+    """Load the saved state into the prepared objects; the run state it holds."""
+    try:
+        accelerator.load_state(str(resume_from), **load_kwargs)
+    except (OSError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"--resume: the saved state in {str(resume_from)!r} does not load: "
+                         f"{type(e).__name__}: {e}") from None
+    run = RunState.read(resume_from)
+    if accelerator.is_main_process:  # an evaluation logged after this state was saved is logged again
+        st.rewrite_history(out_dir / st.METRICS_LOG, run.history)
+    accelerator.print(f"resumed from {resume_from} at step {run.global_step}")
+    return run
 
-    final = run.history[-1]
-    if options.early_stop is not None and run.best_snapshot is not None \
-            and run.best_epoch != final["epoch"]:
-        _restore_snapshot(accelerator.unwrap_model(model), run.best_snapshot)
-        final = next(h for h in run.history if h["epoch"] == run.best_epoch)
+
+# --- the epochs --------------------------------------------------------------------------------
+def _train_epoch(t: _Session, epoch: int, bar) -> str | None:
+    """One epoch (the rest of it, on resume), its evaluation and the saves due.
+
+    The stop reason (``"stop-after-steps"``, ``"early-stop"``) or ``None`` to go on. A save or
+    stop due on the epoch's last step waits until after its evaluation.
+    """
+    acc, options, run = t.accelerator, t.options, t.run
+    skip = run.completed_batches - epoch * t.n_batches
+    t.sampler.set_epoch(epoch)
+    t.train_dl.set_epoch(epoch)
+    loader = acc.skip_first_batches(t.train_dl, skip) if skip else t.train_dl
+    if skip:
+        loader.set_epoch(epoch)
+    set_train_mode(t.model, t.built.method)  # intrinsic: BatchNorm statistics stay θ₀'s
+    # the running loss of an interrupted epoch continues where it stopped (on process 0)
+    loss_sum = torch.tensor(run.epoch_loss_sum if skip and t.is_main else 0.0, device=acc.device)
+    loss_n = run.epoch_loss_count // t.n_proc if skip else 0
+    due = None  # "save" / "stop" due on the last step of the epoch
+    for i, batch in enumerate(loader, start=skip):
+        loss, norm = _step(t, batch, epoch)
+        loss_sum += loss.detach().float()
+        loss_n += 1
+        run.completed_batches += 1
+        if not acc.sync_gradients:
+            continue
+        run.global_step += 1
+        if t.steplog.due(run.global_step):
+            t.steplog.on_step(run.global_step, t.scheduler.get_last_lr()[0], norm)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        due = _due(run, options)
+        if i == t.n_batches - 1:
+            break  # a save or stop due now waits for this epoch's evaluation
+        if due is not None:
+            _save_state(t, loss_sum, loss_n)
+            if due == "stop":
+                return "stop-after-steps"
+            due = None
+    train_loss = acc.reduce(loss_sum, "sum").item() / max(1, loss_n * t.n_proc)
+    if options.eval_every_epoch or epoch == options.epochs - 1:
+        _evaluate(t, epoch + 1, train_loss)
+    loss_sum.zero_()
+    stop_reason = None
+    if due is not None:
+        _save_state(t, loss_sum, 0)
+        stop_reason = "stop-after-steps" if due == "stop" else None
+    if run.stopped_early:
+        acc.print(f"early stop: no improvement in {options.early_stop} evaluations")
+        stop_reason = "early-stop"
+    return stop_reason
+
+
+def _step(t: _Session, batch: dict[str, torch.Tensor], epoch: int
+          ) -> tuple[torch.Tensor, float | None]:
+    """Forward and backward of one batch, the update at the end of an accumulation.
+
+    ``(loss, gradient norm)``; the norm only when a ``--logging-steps`` record is due.
+    """
+    acc, run = t.accelerator, t.run
+    norm = None
+    with acc.accumulate(t.model):
+        loss = compute_loss(t.model, batch, t.spec)
+        check_loss(loss, run.global_step, epoch, t.options)
+        acc.backward(loss)
+        t.steplog.on_batch(batch, loss)
+        if acc.sync_gradients and t.steplog.due(run.global_step + 1):
+            norm = tracking.grad_norm(t.model)
+        t.optimizer.step()
+        t.scheduler.step()
+        t.optimizer.zero_grad()
+    return loss, norm
+
+
+def _due(run: RunState, options: FinetuneOptions) -> str | None:
+    """What the optimizer step just taken calls for: ``"stop"`` (``--stop-after-steps``: state
+    saved, no checkpoint), ``"save"`` (``--save-every``) or ``None``."""
+    if options.stop_after_steps is not None and run.global_step >= options.stop_after_steps:
+        return "stop"
+    if options.save_every and run.global_step % options.save_every == 0:
+        return "save"
+    return None
+
+
+def _save_state(t: _Session, loss_sum: torch.Tensor, loss_n: int) -> Path:
+    """Save the full training state (:mod:`.state`) at the current step; its folder."""
+    acc, run = t.accelerator, t.run
+    folder = st.state_folder(t.out_dir, run.global_step)
+    run.epoch_loss_sum = acc.reduce(loss_sum.clone(), "sum").item()
+    run.epoch_loss_count = loss_n * t.n_proc
+    acc.save_state(str(folder))
+    acc.wait_for_everyone()  # every process's files are in before they are listed
+    if t.is_main:
+        run.write(folder, t.out_dir)
+    acc.wait_for_everyone()
+    return folder
+
+
+def _evaluate_base(t: _Session) -> None:
+    """Generative tasks: the base's metrics before training (printed, ``initial_metrics.json``)."""
+    t.result.initial_metrics = evaluate(t.model, t.eval_dls, t.spec, t.accelerator)
+    t.accelerator.print(initial_line(t.result.initial_metrics[t.spec.eval_splits[0]]))
+    if t.is_main:
+        st.write_json_atomic(t.out_dir / "initial_metrics.json", t.result.initial_metrics)
+
+
+def _evaluate(t: _Session, epoch: int, train_loss: float | None) -> None:
+    """Evaluate after ``epoch`` (1-based): history, ``metrics.jsonl``, printed line, trackers,
+    early-stop bookkeeping and, for a generative task, the samples."""
+    acc, spec, run = t.accelerator, t.spec, t.run
+    metrics = evaluate(t.model, t.eval_dls, spec, acc)
+    score = metrics[spec.eval_splits[0]][spec.main_metric]
+    entry = {"epoch": epoch, "step": run.global_step, "score": score, **metrics,
+             "train_loss": train_loss, "lr": t.scheduler.get_last_lr()[0],
+             "elapsed_s": round(time.perf_counter() - t.t0, 3)}
+    run.note_eval(entry, spec, t.options.early_stop, acc.unwrap_model(t.model))
+    if t.is_main:
+        with open(t.out_dir / st.METRICS_LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+    acc.print(eval_line(epoch, run.global_step, spec.main_metric, score, metrics))
+    if t.log_with:
+        acc.log(tracking.eval_record(metrics, train_loss), step=run.global_step)
+    if is_generative(spec) and t.data.samples and t.is_main:
+        write_samples(acc.unwrap_model(t.model), t.data.tokenizer, spec, t.data.samples,
+                      t.out_dir, epoch, t.options.max_new_tokens)
+
+
+# --- after the last epoch ----------------------------------------------------------------------
+def _finish(t: _Session) -> None:
+    """The final score (best epoch's under early stopping; after ``--vector-dtype``'s cast), the
+    checkpoint, its reload check, the geometry report and ``--push-to-hub``."""
+    acc, options, spec, result, built = t.accelerator, t.options, t.spec, t.result, t.built
+    unwrapped = acc.unwrap_model(t.model)
+    final = t.run.final_entry(unwrapped, options.early_stop)
     result.metrics = {s: final[s] for s in spec.eval_splits}
     result.score = final["score"]
 
-    unwrapped = accelerator.unwrap_model(model)
     expected = result.metrics
     if built.method == "intrinsic" and options.vector_dtype != "float32":
         from .cast import cast_vector
 
         cast_vector(unwrapped, options.vector_dtype)  # the model now holds what the file will
-        with accelerator.autocast():
-            expected = evaluate(unwrapped, eval_dls, spec, accelerator)
+        with acc.autocast():
+            expected = evaluate(unwrapped, t.eval_dls, spec, acc)
         result.score_float32 = result.score
         result.score = expected[spec.eval_splits[0]][spec.main_metric]
         result.metrics = {s: expected[s] for s in spec.eval_splits}
-    ckpt = out_dir / st.CHECKPOINT_DIR
-    if is_main:
-        ckpt = save_model(unwrapped, built.method, ckpt, built.module_folder, data.tokenizer)
-    accelerator.wait_for_everyone()
+    ckpt = t.out_dir / st.CHECKPOINT_DIR
+    if t.is_main:
+        ckpt = save_model(unwrapped, built.method, ckpt, built.module_folder, t.data.tokenizer)
+    acc.wait_for_everyone()
     result.checkpoint = ckpt
-    result.checkpoint_bytes = checkpoint_bytes(ckpt)
+    result.checkpoint_bytes = tree_bytes(ckpt)
 
     if built.method == "intrinsic":
-        reloaded = load_intrinsic(ckpt).to(accelerator.device)
-        with accelerator.autocast():
-            again = evaluate(reloaded, eval_dls, spec, accelerator)
+        reloaded = load_intrinsic(ckpt).to(acc.device)
+        with acc.autocast():
+            again = evaluate(reloaded, t.eval_dls, spec, acc)
         result.reload_score = again[spec.eval_splits[0]][spec.main_metric]
         if again != expected:
             raise RuntimeError(f"the saved checkpoint {ckpt} does not reproduce the final "
                                f"validation metrics: {again} != {result.metrics}")
+        if not options.no_report and t.is_main:
+            result.report = _geometry_report(reloaded, t.eval_dls[spec.eval_splits[0]], t)
 
-        if not options.no_report and is_main:
-            result.report = _geometry_report(reloaded, eval_dls[spec.eval_splits[0]], out_dir,
-                                             result, spec)
-
-    if options.push_to_hub and is_main:
+    if options.push_to_hub and t.is_main:
         from ..sharing import push_checkpoint
 
         result.hub_url = push_checkpoint(ckpt, options.push_to_hub, run=result.to_dict())
-    if log_with:
-        accelerator.end_training()
-    result.wall_time_s = time.perf_counter() - t0
-    if is_main:
-        st.write_json_atomic(out_dir / "metrics.json", result.to_dict())
-    return result
 
+
+def _geometry_report(model, loader, t: _Session) -> str | None:
+    """The report of :func:`~idcompress.geometry.pipeline.report_after_training`, with the batch
+    keys and poolings of the task's model kind."""
+    from ..geometry.pipeline import REPORT_KEYS, report_after_training
+
+    keys, pooling = REPORT_KEYS, None
+    if is_generative(t.spec):  # causal: last real token + mean; seq2seq: encoder mean
+        keys, pooling = report_keys(t.spec), report_pooling(t.spec)
+    return report_after_training(model, loader, t.out_dir, t.result.checkpoint_bytes,
+                                 keys=keys, pooling=pooling)

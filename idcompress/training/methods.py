@@ -251,10 +251,3 @@ def load_intrinsic(path: str | os.PathLike) -> nn.Module:
 
     return IntrinsicModel.from_pretrained(str(path))
 
-
-def checkpoint_bytes(path: str | os.PathLike) -> int:
-    """Total size in bytes of a checkpoint file or folder (recursively)."""
-    p = Path(path)
-    if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())

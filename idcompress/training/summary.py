@@ -1,8 +1,83 @@
-"""The human-readable summary printed at the end of ``idcompress finetune``."""
+"""What a run produced (:class:`RunResult`) and the lines ``idcompress finetune`` prints about it:
+one per evaluation, the base's metrics before training, and the summary at the end."""
 
 from __future__ import annotations
 
-from .loop import RunResult
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import size
+from .options import FinetuneOptions
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``metrics`` maps each eval split to its metrics."""
+
+    options: FinetuneOptions
+    output_dir: Path
+    task: str
+    main_metric: str
+    score: float | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    method: str = "intrinsic"
+    d: int | None = None
+    D: int | None = None
+    trainable: int = 0
+    base_params: int = 0
+    checkpoint: Path | None = None
+    checkpoint_bytes: int | None = None
+    steps: int = 0
+    epochs_done: int = 0
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    interrupted: bool = False
+    reload_score: float | None = None
+    report: str | None = None  # folder of the geometry report
+    score_float32: float | None = None  # --vector-dtype: the score before the cast
+    initial_metrics: dict[str, dict[str, float]] | None = None  # generative: before training
+    hub_url: str | None = None  # --push-to-hub: the commit
+    wall_time_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def base_bytes_fp32(self) -> int:
+        return size.fp32_bytes(self.base_params)
+
+    @property
+    def compression_ratio(self) -> float | None:
+        return size.compression_ratio(self.base_params, self.checkpoint_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "method": self.method, "main_metric": self.main_metric,
+            "score": self.score, "metrics": self.metrics, "d": self.d, "D": self.D,
+            "trainable_params": self.trainable, "base_params": self.base_params,
+            "base_bytes_fp32": self.base_bytes_fp32,
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "checkpoint_bytes": self.checkpoint_bytes,
+            "compression_ratio": self.compression_ratio,
+            "reload_score": self.reload_score, "report": self.report, "steps": self.steps,
+            "score_float32": self.score_float32, "hub_url": self.hub_url,
+            "initial_metrics": self.initial_metrics,
+            "epochs_done": self.epochs_done, "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early, "interrupted": self.interrupted,
+            "wall_time_s": self.wall_time_s, "options": self.options.to_dict(),
+        }
+
+
+def eval_line(epoch: int, step: int, main_metric: str, score: float,
+              metrics: dict[str, dict[str, float]]) -> str:
+    """The line printed after an evaluation: the main score, then every split's metrics."""
+    return (f"epoch {epoch} step {step}: {main_metric}={score:.4f} "
+            + " ".join(f"{s}/{k}={v:.4f}" for s, m in metrics.items() for k, v in m.items()))
+
+
+def initial_line(metrics: dict[str, float]) -> str:
+    """The line printed before training a generative task: the base's metrics on one split."""
+    return "before training: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
 
 
 def human_bytes(n: int) -> str:
