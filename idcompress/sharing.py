@@ -172,7 +172,8 @@ def push_checkpoint(checkpoint: str | os.PathLike, repo_id: str, run: dict[str, 
                     base_model_id: str | None = None) -> str:
     """Upload ``checkpoint`` (directory or ``*.idc.safetensors``) and its model card to
     ``repo_id``; returns the commit URL."""
-    from .checkpoint.hub import checkpoint_files, upload_checkpoint
+    from .checkpoint.hub import upload_checkpoint
+    from .checkpoint.size import own_bytes
     from .tuners.loading import read_config
 
     check_can_push(repo_id, token)
@@ -180,7 +181,7 @@ def push_checkpoint(checkpoint: str | os.PathLike, repo_id: str, run: dict[str, 
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     cfg = read_config(path)[0]
-    size = sum(f.stat().st_size for f in checkpoint_files(path))
+    size = own_bytes(path)
     run = run if run is not None else _run_of(path)
     card = model_card(cfg, repo_id, size, run, base_model_id)
     return upload_checkpoint(path, repo_id, card=card, private=private, token=token,

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..fileio import recover_interrupted
 from ..pathcheck import describe_missing, looks_like_local_path
 from .format import CONFIG_NAME, SINGLE_FILE_SUFFIX, WEIGHTS_NAME
+from .size import own_files
 
 #: the model card's name in a hub repo
 CARD_NAME = "README.md"
@@ -97,11 +98,6 @@ def resolve_checkpoint(path_or_id: str | os.PathLike, revision: str | None = Non
     return checkpoint_in_folder(Path(folder))
 
 
-def checkpoint_files(path: Path) -> list[Path]:
-    """The files of the checkpoint at ``path``: a directory's config and weights, or the one file."""
-    return [path / CONFIG_NAME, path / WEIGHTS_NAME] if path.is_dir() else [path]
-
-
 def upload_checkpoint(path: str | os.PathLike, repo_id: str, card: str | None = None,
                       private: bool | None = None, token: str | None = None,
                       commit_message: str = "Upload idcompress checkpoint",
@@ -118,7 +114,7 @@ def upload_checkpoint(path: str | os.PathLike, repo_id: str, card: str | None = 
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     repo_id = getattr(url, "repo_id", None) or repo_id  # "name" becomes "user/name"
     with tempfile.TemporaryDirectory() as tmp:
-        for f in checkpoint_files(Path(path)):
+        for f in own_files(Path(path)):
             shutil.copy2(f, Path(tmp) / f.name)
         if card is not None:
             (Path(tmp) / CARD_NAME).write_text(card, encoding="utf-8")

@@ -35,12 +35,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _bytes(path: Path) -> int | None:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    return path.stat().st_size if path.exists() else None
-
-
 def run(args: argparse.Namespace) -> int:
     from ..geometry import format_table
     from ..geometry.pipeline import (
@@ -78,7 +72,13 @@ def run(args: argparse.Namespace) -> int:
 
         data_kwargs["text_columns"] = split_columns(args.text_columns)
     texts = texts_for_task(args.task, args.n, **data_kwargs)
-    facts = checkpoint_facts(model, _bytes(ckpt), d90)
+    size = None
+    if ckpt.exists():  # a local checkpoint (a hub id has no size here)
+        from ..checkpoint.hub import checkpoint_in_folder
+        from ..checkpoint.size import own_bytes
+
+        size = own_bytes(checkpoint_in_folder(ckpt) if ckpt.is_dir() else ckpt)
+    facts = checkpoint_facts(model, size, d90)
     result = intrinsic_report(model, tokenizer, texts, out, facts=facts, batch_size=args.batch_size,
                               max_length=args.max_length)
     print(format_table(result))
