@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ..flags import flag
 from .defaults import DEFAULT_DIMS
 from .search import validate_dims, validate_fraction, validate_reference, validate_seeds
+from .store import SCORE_SETTINGS
 
 if TYPE_CHECKING:
     from .tasks import Target, TrainSettings
 
-#: training settings, handed to every run (:class:`.tasks.TrainSettings` less ``num_threads``)
-TRAIN_FIELDS = ("epochs", "lr", "batch_size", "baseline_epochs", "baseline_lr",
-                "max_train_samples", "max_eval_samples", "max_length", "image_size")
 _POSITIVE_INTS = ("epochs", "batch_size", "baseline_epochs", "max_train_samples",
                   "max_eval_samples", "max_length", "image_size", "threads")
 _FLOATS = ("fraction", "reference_score", "rel_tol", "lr", "baseline_lr")
@@ -133,7 +131,8 @@ class MeasureOptions:
         threads = self.threads
         if threads is None and target.family != "digits":
             threads = max(1, (os.cpu_count() or 1) // self.n_workers)
-        return TrainSettings(**{k: getattr(self, k) for k in TRAIN_FIELDS}, num_threads=threads)
+        # the settings that change a score, and the threads, which do not
+        return TrainSettings(**{k: getattr(self, k) for k in SCORE_SETTINGS}, num_threads=threads)
 
     def output_dirs(self, targets: list[Target]) -> tuple[Path, list[Path]]:
         """``(base folder, one results folder per target)``: ``output_dir`` (default

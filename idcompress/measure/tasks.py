@@ -37,6 +37,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..flags import check_positive_int
+
 # the tables are in a module without torch: ``idcompress measure --help`` prints them
 from .defaults import DEFAULTS, IMAGE_TASKS, MODEL_DEFAULTS  # noqa: F401  (re-exported)
 
@@ -103,10 +105,7 @@ def resolve(
         raise ValueError(f"--task must be a non-empty task name, got {task!r}")
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"--model must be a non-empty model name, got {model!r}")
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0
-    ):
-        raise ValueError(f"--image-size must be a positive integer, got {image_size!r}")
+    check_positive_int("image_size", image_size)
     t, m = task.strip().lower(), model.strip().lower()
     if image_size is not None and t not in IMAGE_TASKS:
         raise ValueError(f"--image-size={image_size} is for image tasks ({', '.join(IMAGE_TASKS)}); "
