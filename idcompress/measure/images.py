@@ -28,8 +28,8 @@
   are trained in both.
 - Training: :func:`.fit.fit`: Adam, ``epochs`` passes over the training split in minibatches of
   ``batch_size`` (order from ``torch.Generator().manual_seed(seed)``), no schedule, no
-  augmentation, no weight decay. An intrinsic run with ``lr=None`` uses :func:`intrinsic_lr` (``0.1·sqrt(1000/d)``, the
-  EfficientNet default). :func:`evaluate_image` trains only θ_d through the intrinsic adapter (θ₀ frozen);
+  augmentation, no weight decay. An intrinsic run with ``lr=None`` uses :func:`intrinsic_lr`
+  (``0.1·sqrt(1000/d)``, the EfficientNet default). :func:`evaluate_image` trains only θ_d through the intrinsic adapter (θ₀ frozen);
   :func:`evaluate_image_full` trains every weight (the baseline). Both return the validation
   accuracy in [0, 1] after the last epoch (not the best epoch: no selection on validation data).
 
