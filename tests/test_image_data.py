@@ -13,15 +13,19 @@ import torch
 from idcompress.data import images as image_data
 from idcompress.data.images import (
     FASHION_MNIST_DIR,
-    ImageTransform,
-    efficientnet_transform,
     known_image_tasks,
     load_image_task,
     read_idx,
     stratified_split,
     subset_indices,
 )
-from idcompress.models.vision import LeNet, MLPClassifier, images_to_tensor
+from idcompress.models.pixels import (
+    ImageTransform,
+    efficientnet_transform,
+    images_to_tensor,
+    pixel_values,
+)
+from idcompress.models.vision import LeNet, MLPClassifier
 
 FASHION_FILES = os.path.isfile(f"{FASHION_MNIST_DIR}/t10k-labels-idx1-ubyte.gz")
 
@@ -203,6 +207,19 @@ def test_transform_grayscale_to_three_channels_and_formats():
     assert torch.equal(batch["labels"], torch.as_tensor(_labels(dd["train"])[:3]))
     collated = t.collate([dd["train"].with_format("numpy")[i] for i in range(3)])
     assert torch.equal(collated["pixel_values"], x)
+
+
+def test_pixel_values_scales_a_batch_like_images_to_tensor_and_keeps_its_input():
+    x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = pixel_values(x, 16)
+    assert y.shape == (4, 3, 16, 16) and y.stride(1) == 0  # one stored channel, seen 3 times
+    assert torch.equal(y, images_to_tensor(list(x[:, 0].numpy()), size=16))
+    f = x.float()
+    same_size = pixel_values(f, 8)
+    assert torch.equal(f, x.float())  # a float input of the right size is not scaled in place
+    assert torch.equal(same_size, ((f - 127) / 128).expand(-1, 3, -1, -1))
+    per_channel = pixel_values(x, 8, mean=[0.0, 10.0, 20.0], std=2.0)
+    assert torch.equal(per_channel[:, 2], (f[:, 0] - 20) / 2)
 
 
 def test_transform_with_transformers_image_processor():

@@ -218,6 +218,29 @@ def test_other_training_settings_in_the_output_dir_are_refused(tmp_path, capsys,
     assert len(read_rows(tmp_path / "results.csv")) == n
 
 
+def test_measure_options_parse_the_flag_strings_and_check_the_values():
+    from idcompress.measure.options import MeasureOptions, parse_flags
+    from idcompress.measure.tasks import Target
+
+    values = parse_flags({"task": "builtin/digits", "model": "mlp, mlp-8", "dims": "10,100",
+                          "seeds": "3", "lr": "0.1", "epochs": "5"})
+    assert values == {"task": "builtin/digits", "models": ["mlp", "mlp-8"], "dims": [10, 100],
+                      "seeds": [0, 1, 2], "lr": 0.1, "epochs": 5}
+    opts = MeasureOptions(**values)
+    assert (opts.projections, opts.fraction, opts.rel_tol) == (["said"], 0.9, 0.05)
+    with pytest.raises(ValueError, match="--batch-size must be positive, got 0"):
+        MeasureOptions(task="t", models=["m"], batch_size=0)
+    with pytest.raises(ValueError, match="--epochs must be an integer, got 1.5"):
+        MeasureOptions(task="t", models=["m"], epochs=1.5)
+    with pytest.raises(ValueError, match="--rel-tol must lie in"):
+        MeasureOptions(task="t", models=["m"], rel_tol=1.0)
+    # without --dims: the default grid cut to d <= D and, with SAID, d > m
+    target = Target("builtin/digits", "mlp", "digits", "accuracy", D=500, m=10)
+    assert MeasureOptions(task="t", models=["m"]).dims_for(target) == [30, 100, 300]
+    assert MeasureOptions(task="t", models=["m"], projections=["dense"]).dims_for(target) == [
+        10, 30, 100, 300]
+
+
 # -- the image trainer ------------------------------------------------------------------------------
 def test_image_nets_are_seeded_locally_and_runs_are_deterministic():
     from idcompress.measure.images import build_net, evaluate_image, parse_model

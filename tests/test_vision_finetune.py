@@ -95,13 +95,13 @@ def logits_and_accuracy(model, batches) -> tuple[torch.Tensor, float]:
 def vit_transform(folder: str):
     from transformers import AutoImageProcessor
 
-    from idcompress.data.images import ImageTransform
+    from idcompress.models.pixels import ImageTransform
 
     return ImageTransform(image_processor=AutoImageProcessor.from_pretrained(folder, backend="pil"))
 
 
 def eff_transform():
-    from idcompress.data.images import ImageTransform
+    from idcompress.models.pixels import ImageTransform
 
     return ImageTransform(size=32, mean=127.0, std=128.0)
 

@@ -2,8 +2,8 @@
 
 Every task has an ``image`` column (0..255 pixel arrays — nested lists under the default python
 format, ``(H, W)`` integer arrays under ``with_format("numpy")`` — for the offline sources, PIL
-images for hub and folder sources) and a ``label`` column (``ClassLabel``). :class:`ImageTransform` turns batches of
-them into ``pixel_values`` tensors.
+images for hub and folder sources) and a ``label`` column (``ClassLabel``).
+:class:`idcompress.models.pixels.ImageTransform` turns batches of them into ``pixel_values``.
 
 Sources (``load_image_task(name)``):
 
@@ -38,16 +38,13 @@ from __future__ import annotations
 import functools
 import gzip
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import datasets
 import numpy as np
 import pyarrow as pa
-import torch
 
-from idcompress.models.vision import images_to_tensor, to_rgb_uint8
 from idcompress.projection import rng
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -379,77 +376,3 @@ def load_image_task(
             dd[split] = dd[split].select(idx)
     info = ImageTaskInfo(name=key, label_names=tuple(labels), source=source, split_rule=rule)
     return info, dd
-
-
-# ---------------------------------------------------------------- batches → pixel_values
-
-
-def _as_image(item: Any) -> Any:
-    """Nested lists (python format) or integer arrays (numpy/torch format) → uint8; PIL passes."""
-    if isinstance(item, list | tuple):
-        item = np.asarray(item)
-    if isinstance(item, torch.Tensor):
-        item = item.numpy(force=True)
-    if isinstance(item, np.ndarray) and item.dtype != np.uint8:
-        if item.dtype.kind not in "iub":
-            raise ValueError(f"images must hold integers in 0..255, got dtype {item.dtype}")
-        if item.size and (item.min() < 0 or item.max() > 255):
-            raise ValueError(f"image values must lie in 0..255, got {item.min()}..{item.max()}")
-        item = item.astype(np.uint8)
-    return item
-
-
-class ImageTransform:
-    """Batch transform: ``{image, label}`` columns → ``{"pixel_values", "labels"}`` tensors.
-
-    Without ``image_processor``: grayscale → 3 channels, bilinear antialiased resize to ``size``,
-    ``(x − mean) / std`` on the 0..255 scale (defaults: EfficientNet-Lite, 224, 127, 128). With a
-    transformers image processor (e.g. ``AutoImageProcessor.from_pretrained(...)``) images are
-    given to it as RGB ``(H, W, 3)`` uint8 arrays and ``size``/``mean``/``std`` are ignored.
-
-    Use ``dataset.with_transform(t)`` (``__call__`` takes a columnar batch) or
-    ``DataLoader(..., collate_fn=t.collate)`` (a list of examples).
-    """
-
-    def __init__(
-        self,
-        size: int = 224,
-        mean: float | Sequence[float] = 127.0,
-        std: float | Sequence[float] = 128.0,
-        image_processor: Callable[..., Any] | None = None,
-        image_column: str = "image",
-        label_column: str = "label",
-    ) -> None:
-        self.size = size
-        self.mean = mean
-        self.std = std
-        self.image_processor = image_processor
-        self.image_column = image_column
-        self.label_column = label_column
-
-    def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
-        """A sequence of images → float ``(N, 3, H, W)``."""
-        items = [_as_image(i) for i in images]
-        if self.image_processor is not None:
-            rgb = [to_rgb_uint8(i) for i in items]
-            return self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
-        return images_to_tensor(items, size=self.size, mean=self.mean, std=self.std)
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        if self.image_column not in batch:
-            raise ValueError(f"batch has no column {self.image_column!r} (has {list(batch)})")
-        out = {"pixel_values": self.pixel_values(batch[self.image_column])}
-        if self.label_column in batch:
-            out["labels"] = torch.as_tensor(np.asarray(batch[self.label_column]), dtype=torch.long)
-        return out
-
-    def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """DataLoader ``collate_fn``: a list of example dicts → one batch of tensors."""
-        if not examples:
-            raise ValueError("cannot collate an empty list of examples")
-        return self({k: [ex[k] for ex in examples] for k in examples[0]})
-
-
-def efficientnet_transform(**kwargs: Any) -> ImageTransform:
-    """:class:`ImageTransform` for EfficientNet-Lite0: 224×224, ``(x − 127) / 128``."""
-    return ImageTransform(size=224, mean=127.0, std=128.0, **kwargs)

@@ -1,12 +1,17 @@
 """Intrinsic-dimension measurement: find d90 (d_frac) by sweep + bisection, save, plot.
 
 - :mod:`.search` — the search over d and the bootstrap interval (pure; takes ``evaluate``).
-- :mod:`.store` — ``results.csv`` (appended per run, resumable) and ``results.json`` (atomic).
+- :mod:`.store` — ``results.csv`` (appended per run, resumable), ``results.json`` (atomic) and
+  ``settings.json`` (the training settings a folder's scores were produced with).
 - :mod:`.parallel` — independent runs in one worker process per device.
 - :mod:`.run` — :func:`measure`, the above end to end for one task, model and projection.
 - :mod:`.plot`, :mod:`.table` — PNG curve and terminal table.
-- :mod:`.recipe` — YAML recipes (``recipes/*.yaml``).
-- :mod:`.digits` — a built-in fast task (sklearn digits, small MLP) for sanity sweeps.
+- :mod:`.options` — :class:`~.options.MeasureOptions`, the command's options (defaults ← recipe
+  ← flags) and their checks; :mod:`.recipe` — YAML recipes (``recipes/*.yaml``);
+  :mod:`.defaults` — the default training settings per task family and model.
+- :mod:`.tasks` — a task and model name → the evaluate functions of a sweep; :mod:`.digits`
+  (sklearn digits, small MLP) and :mod:`.images` (small nets, EfficientNet-Lite0) train with
+  :mod:`.fit`, the in-memory loop; text and transformers image models use the fine-tuning loop.
 """
 
 from .parallel import DevicePool, run_points

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 IMAGE_TASKS = ("image/mnist-5k", "image/digits", "image/fashion-mnist")
 EFFICIENTNET_MODELS = ("efficientnet-lite0", "efficientnet-lite0-scratch")
+#: the grid of d without --dims, cut to each model (MeasureOptions.dims_for)
+DEFAULT_DIMS = (10, 30, 100, 300, 1000, 3000, 10000)
 
 DEFAULTS: dict[str, dict] = {
     # full-batch steps (batch_size None); tuned in digits.py

@@ -7,8 +7,9 @@
   ``torch.Generator().manual_seed(seed)`` (PyTorch's default ``nn.Linear`` distribution,
   U(±1/√fan_in) for weights and biases), never from the global RNG.
 - :func:`evaluate_digits` trains only θ_d through the intrinsic adapter (θ₀ frozen), and
-  :func:`evaluate_digits_full` trains all weights (the baseline); both use Adam with full-batch
-  steps by default (``batch_size=None``: one step per epoch) and return test accuracy in [0, 1].
+  :func:`evaluate_digits_full` trains all weights (the baseline); both train with
+  :func:`.fit.fit` (Adam, full-batch steps by default: ``batch_size=None``, one step per epoch;
+  minibatch order from ``seed + 1``) and return test accuracy in [0, 1].
 
 Runs use one torch intra-op thread by default (``num_threads=1``, set for the run and restored
 after it): the net is so small that more threads only add synchronisation, which is very slow
@@ -21,13 +22,12 @@ d ∈ {10, 30, 100, 300, 1000} takes seconds on a CPU and rises with d towards t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
 from torch import nn
 
-from ..geometry._threads import torch_threads
+from .fit import check_schedule, fit, intra_op_threads
 
 N_TEST_EVERY = 4  # sample i is a test sample iff i % N_TEST_EVERY == 0
 
@@ -41,11 +41,6 @@ def _digits_arrays():
     y = torch.tensor(data.target, dtype=torch.long)
     test = torch.arange(len(y)) % N_TEST_EVERY == 0
     return x[~test], y[~test], x[test], y[test]
-
-
-def load_digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x_train (1347, 64), y_train (1347,), x_test (450, 64), y_test (450,))``, pixels in [0, 1]."""
-    return tuple(t.clone() for t in _digits_arrays())
 
 
 class MLP(nn.Module):
@@ -84,66 +79,12 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-@contextmanager
-def _intra_op_threads(n: int | None):
-    """Use ``n`` torch intra-op threads inside the block (``None``: leave as is), then restore."""
-    if n is None:
-        yield
-        return
-    with torch_threads(n):
-        yield
-
-
-def _train(
-    model: nn.Module,
-    params: list[torch.Tensor],
-    epochs: int,
-    lr: float,
-    batch_size: int | None,
-    seed: int,
-    device: str,
-    num_threads: int | None,
-) -> float:
-    with _intra_op_threads(num_threads):
-        return _train_loop(model, params, epochs, lr, batch_size, seed, device)
-
-
-def _train_loop(
-    model: nn.Module,
-    params: list[torch.Tensor],
-    epochs: int,
-    lr: float,
-    batch_size: int | None,
-    seed: int,
-    device: str,
-) -> float:
-    x_tr, y_tr, x_te, y_te = (t.to(device) for t in _digits_arrays())
-    opt = torch.optim.Adam(params, lr=lr)
-    n = len(y_tr)
-    gen = torch.Generator().manual_seed(seed + 1)  # minibatch order only
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen).to(device) if batch_size else None
-        for start in range(0, n, batch_size or n):
-            idx = order[start : start + batch_size] if order is not None else slice(None)
-            loss = nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        return float((model(x_te).argmax(dim=1) == y_te).float().mean())
-
-
-def _check(epochs: int, lr: float, batch_size: int | None, num_threads: int | None) -> None:
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads <= 0):
-        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-    if not isinstance(epochs, int) or epochs <= 0:
-        raise ValueError(f"epochs must be a positive integer, got epochs={epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got lr={lr!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+def _fit(model: nn.Module, epochs: int, lr: float, batch_size: int | None, seed: int,
+         device: str, num_threads: int | None) -> float:
+    """Train what requires grad in ``model`` on the digits split; the test accuracy."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with intra_op_threads(num_threads):  # minibatch order from seed + 1
+        return fit(model, params, _digits_arrays(), epochs, lr, batch_size, seed + 1, device)
 
 
 def evaluate_digits(
@@ -164,12 +105,10 @@ def evaluate_digits(
     """
     from .. import IntrinsicConfig, get_intrinsic_model
 
-    _check(epochs, lr, batch_size, num_threads)
+    check_schedule(epochs, lr, batch_size, num_threads)
     base = MLP(widths=tuple(widths), seed=seed)
     model = get_intrinsic_model(base, IntrinsicConfig(d=d, projection=projection, seed=seed))
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    return _train(model, params, epochs, lr, batch_size, seed, device, num_threads)
+    return _fit(model.to(device), epochs, lr, batch_size, seed, device, num_threads)
 
 
 def evaluate_digits_full(
@@ -185,8 +124,6 @@ def evaluate_digits_full(
 
     Same schedule and arguments as :func:`evaluate_digits`, with all of θ trained from θ₀.
     """
-    _check(epochs, lr, batch_size, num_threads)
+    check_schedule(epochs, lr, batch_size, num_threads)
     model = MLP(widths=tuple(widths), seed=seed).to(device)
-    return _train(
-        model, list(model.parameters()), epochs, lr, batch_size, seed, device, num_threads
-    )
+    return _fit(model, epochs, lr, batch_size, seed, device, num_threads)

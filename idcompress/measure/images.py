@@ -18,17 +18,18 @@
   Inputs: the grayscale pixels repeated to 3 channels, resized once per process to
   ``image_size`` (:data:`EFFICIENTNET_SIZE` = 64 px by default; ImageNet uses 224) with
   antialiased bilinear interpolation and normalised as the pretrained weights expect,
-  ``(x_uint8 − 127) / 128``; the scratch net sees the same inputs.
+  ``(x_uint8 − 127) / 128`` (:func:`idcompress.models.pixels.pixel_values`); the scratch net
+  sees the same inputs.
 - BatchNorm (EfficientNet only): every BatchNorm layer stays in eval mode during training, for
   both variants alike (intrinsic and full training): running statistics are buffers, not part
   of seed + vector, so training must not change them. The pretrained net normalises with its
   frozen ImageNet statistics; the scratch net with those of θ₀ (mean 0, variance 1), so there
   its BatchNorm layers are plain affine maps. BatchNorm weights and biases are parameters and
   are trained in both.
-- Training: Adam, ``epochs`` passes over the training split in minibatches of ``batch_size``
-  (order from ``torch.Generator().manual_seed(seed)``), no schedule, no augmentation, no weight
-  decay. An intrinsic run with ``lr=None`` uses :func:`intrinsic_lr` (``0.1·sqrt(1000/d)``, the
-  EfficientNet default). :func:`evaluate_image` trains only θ_d through the intrinsic adapter (θ₀ frozen);
+- Training: :func:`.fit.fit`: Adam, ``epochs`` passes over the training split in minibatches of
+  ``batch_size`` (order from ``torch.Generator().manual_seed(seed)``), no schedule, no
+  augmentation, no weight decay. An intrinsic run with ``lr=None`` uses :func:`intrinsic_lr`
+  (``0.1·sqrt(1000/d)``, the EfficientNet default). :func:`evaluate_image` trains only θ_d through the intrinsic adapter (θ₀ frozen);
   :func:`evaluate_image_full` trains every weight (the baseline). Both return the validation
   accuracy in [0, 1] after the last epoch (not the best epoch: no selection on validation data).
 
@@ -44,11 +45,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .defaults import EFFICIENTNET_MODELS, IMAGE_TASKS  # noqa: F401  (re-exported)
-from .digits import _intra_op_threads
+from .fit import check_schedule, fit, intra_op_threads
 
 LENET_MIN_SIZE = 12  # conv 5 (pad 2), pool 2, conv 5, pool 2 needs ≥ 12 px
 LENET_RESIZE = 28
@@ -88,11 +88,13 @@ def _arrays(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """``(x_train (N,C,H,W), y_train, x_val, y_val, num_classes)``, float32.
 
-    ``rgb=False``: one channel standardised by the training split's mean and std. ``rgb=True``:
-    EfficientNet's ``(x − 127) / 128`` on the 0..255 scale after an antialiased resize, as a
-    3-channel view of one stored channel (no copy).
+    ``rgb=False``: one channel, ``x/255`` resized (bilinear, no antialias) and standardised by
+    the training split's mean and std. ``rgb=True``: EfficientNet's inputs
+    (:func:`idcompress.models.pixels.pixel_values`: antialiased resize, ``(x − 127) / 128``) as
+    a 3-channel view of one stored channel (no copy).
     """
     from ..data.images import load_image_task
+    from ..models.pixels import pixel_values, resize
 
     if task not in IMAGE_TASKS:
         raise ValueError(f"image task {task!r} is not supported here; choose one of {IMAGE_TASKS}")
@@ -102,22 +104,18 @@ def _arrays(
     out = []
     for split in ("train", "validation"):
         ds = dd[split].with_format("numpy")
-        x = torch.from_numpy(np.stack(list(ds["image"]))).float()
+        x = torch.from_numpy(np.stack(list(ds["image"])))
         if x.ndim != 3:
             raise ValueError(f"{task}: expected grayscale images (N, H, W), got {tuple(x.shape)}")
-        x = x[:, None] if rgb else x[:, None].div_(255.0)
-        if size is not None and x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=rgb)
+        if rgb:
+            x = pixel_values(x[:, None], size or tuple(x.shape[-2:]))
+        else:
+            x = x[:, None].float().div_(255.0)
+            x = x if size is None else resize(x, size, antialias=False)
         out += [x, torch.as_tensor(ds["label"]).long()]
     x_tr, y_tr, x_va, y_va = out
     if rgb:
-        from ..models.efficientnet_lite import INPUT_MEAN, INPUT_STD
-
-        def norm(x: torch.Tensor) -> torch.Tensor:
-            return x.sub_(INPUT_MEAN).div_(INPUT_STD).expand(-1, 3, -1, -1)
-
-        return norm(x_tr), y_tr, norm(x_va), y_va, info.num_labels
+        return x_tr, y_tr, x_va, y_va, info.num_labels
     mean, std = x_tr.mean(), x_tr.std()
     return (x_tr - mean) / std, y_tr, (x_va - mean) / std, y_va, info.num_labels
 
@@ -228,62 +226,6 @@ def intrinsic_lr(d: int) -> float:
     return INTRINSIC_LR_AT_1000 * math.sqrt(1000 / d)
 
 
-def _check(epochs: int, lr: float, batch_size: int, num_threads: int | None) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-        raise ValueError(f"epochs must be a positive integer, got epochs={epochs!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got lr={lr!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got batch_size={batch_size!r}")
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads <= 0):
-        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-
-
-def fit(
-    model: nn.Module,
-    params: list[torch.Tensor],
-    data: tuple[torch.Tensor, ...],
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    device: str,
-    eval_batch: int = EVAL_BATCH,
-    channels_last: bool = False,
-) -> float:
-    """Train ``params`` of ``model`` with Adam on ``data`` = ``(x_train, y_train, x_val, y_val)``
-    for ``epochs``; the validation accuracy in [0, 1] after the last epoch.
-
-    BatchNorm layers stay in eval mode throughout (module docstring), so their running
-    statistics are never updated. ``channels_last``: feed batches in that memory format (~1.3×
-    faster convolutions on CPU for EfficientNet; same numbers up to rounding).
-    """
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x_tr, y_tr, x_va, y_va = (t.to(device) for t in data)
-    opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)  # minibatch order only
-    n = len(y_tr)
-    model.train()
-    for mod in model.modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            mod.eval()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen).to(device)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(model(x_tr[idx].contiguous(memory_format=fmt)), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(y_va), eval_batch):
-            logits = model(x_va[start : start + eval_batch].contiguous(memory_format=fmt))
-            correct += int((logits.argmax(dim=1) == y_va[start : start + eval_batch]).sum())
-    return correct / len(y_va)
-
-
 def _loop_options(model: str) -> dict:
     if is_efficientnet(model):
         return {"eval_batch": EFFICIENTNET_EVAL_BATCH, "channels_last": True}
@@ -347,8 +289,8 @@ def _train_and_score(wrap, seed, task, model, epochs, lr, batch_size, max_train_
                      max_eval_samples, image_size, device, num_threads) -> float:
     """Build ``model`` from ``seed``, ``wrap`` it (identity: full training), train whatever then
     requires grad with :func:`fit`, return the validation accuracy."""
-    _check(epochs, lr, batch_size, num_threads)
-    with _intra_op_threads(num_threads):
+    check_schedule(epochs, lr, batch_size, num_threads)
+    with intra_op_threads(num_threads):
         *data, k = load_arrays(task, model, max_train_samples, max_eval_samples, image_size)
         net = wrap(build_net(model, seed, tuple(data[0].shape[1:]), k)).to(device)
         params = [p for p in net.parameters() if p.requires_grad]

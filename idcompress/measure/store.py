@@ -5,6 +5,9 @@
   runs are rows too, with ``d = "full"`` and ``projection = "none"``.
 - ``results.json``: rewritten atomically (temp file + ``os.replace``) with the summary per
   projection (d_frac, its interval, the baseline, the fraction) and all rows.
+- ``settings.json``: the training settings the scores were produced with (:data:`SCORE_SETTINGS`);
+  :func:`check_settings` refuses to add runs with other settings (epochs, learning rates, batch
+  size, data limits, input size), which would mix incomparable scores.
 - Resuming: a run whose key ``(task, model, projection, d, seed)`` already has a row is not run
   again; its stored score is used.
 - One output directory holds one ``(task, model, metric)`` (several projections may share it): a
@@ -29,12 +32,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..fileio import atomic_write_json
+from ..flags import flag
 
 COLUMNS = (
     "task", "model", "projection", "d", "seed", "score", "metric", "wall_time_s", "timestamp",
 )
 CSV_NAME = "results.csv"
 JSON_NAME = "results.json"
+SETTINGS_NAME = "settings.json"
+#: the options that change a run's score, recorded in ``settings.json``
+SCORE_SETTINGS = ("epochs", "lr", "batch_size", "baseline_epochs", "baseline_lr",
+                  "max_train_samples", "max_eval_samples", "max_length", "image_size")
 FULL = "full"
 BASELINE_PROJECTION = "none"
 
@@ -99,6 +107,35 @@ def read_rows(path: str | os.PathLike) -> list[Row]:
         except (TypeError, ValueError, KeyError):
             warnings.warn(f"{path}: skipping malformed line {i}: {raw}", stacklevel=2)
     return rows
+
+
+def check_settings(output_dir: str | os.PathLike, settings: dict) -> None:
+    """Refuse ``output_dir`` when its ``settings.json`` records other :data:`SCORE_SETTINGS`
+    than ``settings`` (``ValueError`` naming each flag, its value there and now)."""
+    path = Path(output_dir) / SETTINGS_NAME
+    if not path.exists():
+        return
+    want = {k: settings.get(k) for k in SCORE_SETTINGS}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a settings file of idcompress measure ({e})") from None
+    diff = [f"{flag(k)} {saved.get(k)!r} there, {want[k]!r} now" for k in SCORE_SETTINGS
+            if saved.get(k) != want[k]]
+    if diff:
+        raise ValueError(f"{output_dir} holds results trained with other settings "
+                         f"({'; '.join(diff)}). Use another --output-dir, or the same settings "
+                         "to resume.")
+
+
+def write_settings(
+    output_dir: str | os.PathLike, task: str, model: str, metric: str, settings: dict
+) -> Path:
+    """Write ``settings.json``: the identity and the :data:`SCORE_SETTINGS` of ``settings``."""
+    path = Path(output_dir) / SETTINGS_NAME
+    atomic_write_json(path, {"task": task, "model": model, "metric": metric,
+                             "settings": {k: settings.get(k) for k in SCORE_SETTINGS}})
+    return path
 
 
 class ResultStore:

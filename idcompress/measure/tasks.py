@@ -13,7 +13,7 @@ Families (:func:`resolve`):
   loop like text (:func:`evaluate_loop`); its size is read from its config (meta device).
 - ``text``: a task of :func:`idcompress.data.get_task` (``builtin/movie-sentiment``, ``glue/*``)
   with a pretrained text model (``minilm-l6``, a local folder or a hub id), fine-tuned through
-  the training loop :func:`idcompress.training.train` (:func:`evaluate_text`). Its size is read
+  the training loop :func:`idcompress.training.train` (:func:`evaluate_loop`). Its size is read
   from its config (meta device) so names and dims are checked before any run.
 
 Every run is a pure function of ``(d, seed)`` and the settings: the seed keys θ₀ (from-scratch
@@ -36,6 +36,8 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from ..flags import check_positive_int
 
 # the tables are in a module without torch: ``idcompress measure --help`` prints them
 from .defaults import DEFAULTS, IMAGE_TASKS, MODEL_DEFAULTS  # noqa: F401  (re-exported)
@@ -103,10 +105,7 @@ def resolve(
         raise ValueError(f"--task must be a non-empty task name, got {task!r}")
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"--model must be a non-empty model name, got {model!r}")
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0
-    ):
-        raise ValueError(f"--image-size must be a positive integer, got {image_size!r}")
+    check_positive_int("image_size", image_size)
     t, m = task.strip().lower(), model.strip().lower()
     if image_size is not None and t not in IMAGE_TASKS:
         raise ValueError(f"--image-size={image_size} is for image tasks ({', '.join(IMAGE_TASKS)}); "
@@ -178,7 +177,7 @@ def _resolve_image_loop(task: str, model: str, image_size: int | None) -> Target
                          f"{', '.join(MODEL_NAMES)}, and as a transformers image classifier (a "
                          f"local folder or a hub id) it cannot be loaded: {reason}") from None
     if image_size is not None:
-        from ..training.images import image_transform_for
+        from ..models.pixels import image_transform_for
 
         image_transform_for(model, image_size)  # refuses a size its image processor fixes
     return Target(task, model, "image-transformers", METRIC, D, n_tensors)
@@ -317,7 +316,7 @@ def _run_loop(
 
     from ..training import FinetuneOptions, train
     from ..training.options import is_image_task
-    from .digits import _intra_op_threads
+    from .fit import intra_op_threads
 
     image = is_image_task(task)
     sizes = {"image_size": image_size} if image else {"max_length": max_length}
@@ -331,7 +330,7 @@ def _run_loop(
             max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed,
             output_dir=os.path.join(tmp, "run"), no_report=True,
         )
-        with _intra_op_threads(num_threads), _seeded_global_rngs(seed):
+        with intra_op_threads(num_threads), _seeded_global_rngs(seed):
             result = train(options, progress=False)
     if image:
         split = "validation"  # the image tasks' only eval split
@@ -343,8 +342,6 @@ def _run_loop(
         raise ValueError(f"metric {metric!r} not in the run's metrics {list(result.metrics[split])}")
     return float(result.metrics[split][metric])
 
-
-_run_text = _run_loop  # the former name
 
 
 @contextlib.contextmanager
@@ -376,6 +373,3 @@ def evaluate_loop_full(seed: int, *, device: str | None = None, **kw) -> float:
     """Eval-split ``metric`` after full fine-tuning (the baseline)."""
     return _run_loop("full", None, seed, projection="said", device=device, **kw)
 
-
-evaluate_text = evaluate_loop
-evaluate_text_full = evaluate_loop_full

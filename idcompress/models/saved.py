@@ -8,7 +8,7 @@
 * ``config.json``: ``{"idcompress_format": "module/1", "architecture": "efficientnet-lite0",
   "num_labels": 10, "label_names": [...], "image_preprocessing": {...}}`` (``label_names`` and
   ``image_preprocessing`` may be null; the latter is what the model was trained on: ``size``,
-  ``mean``, ``std`` on the 0..255 scale, see :class:`idcompress.data.images.ImageTransform`).
+  ``mean``, ``std`` on the 0..255 scale, see :class:`idcompress.models.pixels.ImageTransform`).
 
 :func:`idcompress.models.loading.load_base_model` recognises such a folder by its ``config.json``
 and returns the module in eval mode (:func:`load_module_folder`). Only registered architectures

@@ -75,7 +75,8 @@ def load_data(options: FinetuneOptions) -> TaskData:
     if options.is_lm_task:
         return load_lm_task_data(options)
     if options.is_image_task:
-        from .images import image_transform_for, load_image_splits
+        from ..models.pixels import image_transform_for
+        from .images import load_image_splits
 
         transform, prep = image_transform_for(options.model, options.image_size)
         spec, train, evals = load_image_splits(options)
