@@ -40,7 +40,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text
 
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
@@ -60,8 +60,8 @@ RESUMABLE_CHANGES = frozenset({"output_dir", "resume", "save_every", "stop_after
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary sibling, then rename it over ``path``."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """A run file's JSON (sorted keys; NaN kept as a score may be NaN), written atomically."""
+    atomic_write_json(path, data, sort_keys=True, allow_nan=True)
 
 
 def check_output_dir(path: Path, resume: bool, overwrite: bool = False) -> None:
