@@ -189,13 +189,16 @@ def train(options: FinetuneOptions, progress: bool = True) -> RunResult:
     The output folder is locked for the whole run (:mod:`.lock`).
     """
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     from .lock import run_lock
 
     options.validate()
     if not options.output_dir:
         options.output_dir = str(default_output_dir(options))
-    state = PartialState()
+    # the Accelerator reads ACCELERATE_USE_CPU itself; PartialState does not, and it is shared:
+    # created without cpu=True first, it would make a CPU `accelerate launch` one process per rank
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     check_mixed_precision(options, state.device)  # before any Accelerator exists
     is_main = state.is_main_process
     with run_lock(options.output_dir, is_main):
